@@ -1,0 +1,49 @@
+//! Links libtorch so the binary runs without LD_LIBRARY_PATH and sees CUDA when present.
+//!
+//! torch-sys locates libtorch (LIBTORCH, set to `.venv/libtorch` by `.cargo/config.toml`) and passes
+//! its lib dir to us as DEP_TCH_LIBTORCH_LIB. We add two things it does not:
+//! an rpath to that dir, and `--no-as-needed -ltorch_cuda`, because no symbol of libtorch_cuda is
+//! referenced directly and the linker would drop it, leaving `Cuda::is_available()` false.
+use std::path::Path;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let lib = match std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        Ok(l) => l,
+        Err(_) => fail("torch-sys did not report a libtorch lib directory"),
+    };
+    let lib = Path::new(&lib);
+    if !lib.join("libtorch_cpu.so").exists() && !lib.join("libtorch_cpu.dylib").exists() {
+        fail(&format!("no libtorch_cpu in {}", lib.display()));
+    }
+    // The wheel has torch/version.py, a libtorch zip has build-version; check whichever exists.
+    let root = lib.parent().unwrap_or(lib);
+    let version = std::fs::read_to_string(root.join("build-version"))
+        .ok()
+        .or_else(|| {
+            let py = std::fs::read_to_string(root.join("version.py")).ok()?;
+            let line = py.lines().find(|l| l.starts_with("__version__"))?;
+            Some(line.split('\'').nth(1)?.to_string())
+        });
+    if let Some(v) = version {
+        let v = v.trim().split('+').next().unwrap_or("").to_string();
+        if v != "2.13.0" {
+            fail(&format!("libtorch at {} is version {v}, tch 0.26 needs 2.13.0", root.display()));
+        }
+    }
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}
+
+fn fail(why: &str) -> ! {
+    eprintln!(
+        "\nerror: {why}.\n  Run `make setup` (creates .venv with torch==2.13.0), or point LIBTORCH at a \
+         libtorch 2.13.0 directory.\n"
+    );
+    std::process::exit(1);
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Makes libtorch 2.13.0 available to the build: a no-op when LIBTORCH is set or .venv is right,
+# else creates .venv with the torch==2.13.0 wheel and links .venv/libtorch to its torch package
+# (.cargo/config.toml points LIBTORCH there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -n "${LIBTORCH:-}" ]; then
+  if [ ! -e "$LIBTORCH/lib/libtorch_cpu.so" ]; then
+    echo "error: LIBTORCH=$LIBTORCH has no lib/libtorch_cpu.so; unset it to use the project venv, or fix it" >&2
+    exit 1
+  fi
+  exit 0
+fi
+ok() { [ -e .venv/libtorch/lib/libtorch_cpu.so ] && .venv/bin/python -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; }
+if ok; then exit 0; fi
+PY=${PYTHON:-python3}
+command -v "$PY" >/dev/null || { echo "error: $PY not found; install Python 3.10+ (or set PYTHON)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+echo "installing torch==2.13.0 into .venv (about 2.4 GB, once)"
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+ln -sfn "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/libtorch
+ok || { echo "error: torch==2.13.0 did not install correctly into .venv" >&2; exit 1; }

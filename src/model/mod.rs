@@ -1,0 +1,229 @@
+//! A Qwen3 model with its parameters: build, random init, load and save in HF and peft layouts.
+pub mod config;
+pub mod lora;
+pub mod qwen3;
+pub mod weights;
+
+pub use config::Config;
+pub use lora::LoraConfig;
+pub use qwen3::{LayerCache, Qwen3};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct Model {
+    pub vs: nn::VarStore,
+    pub net: Qwen3,
+    pub lora: Option<LoraConfig>,
+    /// The directory the base weights came from (tokenizer and generation config live there).
+    pub source: Option<PathBuf>,
+}
+
+const ADAPTER_PREFIX: &str = "base_model.model.";
+
+impl Model {
+    fn build(cfg: &Config, kind: Kind, device: Device, lora: Option<&LoraConfig>) -> Self {
+        let vs = nn::VarStore::new(device);
+        let net = Qwen3::new(&vs.root(), cfg, kind, lora);
+        Model { vs, net, lora: lora.cloned(), source: None }
+    }
+
+    /// Random weights as transformers initialises them (normal(0, 0.02), norms at one), LoRA as
+    /// peft does (A kaiming-uniform, B zero); deterministic for a seed.
+    pub fn random(cfg: &Config, kind: Kind, device: Device, lora: Option<&LoraConfig>, seed: i64) -> Self {
+        let m = Self::build(cfg, kind, device, lora);
+        m.init(seed, false);
+        m
+    }
+
+    /// Initialises all parameters, or only the LoRA adapters when `adapters_only`.
+    fn init(&self, seed: i64, adapters_only: bool) {
+        tch::manual_seed(seed);
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        if adapters_only {
+            vars.retain(|(n, _)| n.contains(".lora_"));
+        }
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, t) in vars {
+                let mut t = t;
+                if name.ends_with("norm.weight") {
+                    let _ = t.fill_(1.0);
+                } else if name.contains(".lora_A.") {
+                    let bound = 1.0 / (t.size()[1] as f64).sqrt();
+                    let _ = t.uniform_(-bound, bound);
+                } else if name.contains(".lora_B.") {
+                    let _ = t.zero_();
+                } else {
+                    let _ = t.normal_(0.0, 0.02);
+                }
+            }
+        });
+    }
+
+    /// Loads an HF model directory into `kind` on `device`, adding fresh LoRA adapters if asked.
+    pub fn load(dir: &Path, kind: Kind, device: Device, lora: Option<&LoraConfig>) -> Result<Self> {
+        let cfg = Config::from_file(&dir.join("config.json"))?;
+        let files = weights::model_files(dir)?;
+        let m = Self::build(&cfg, kind, device, lora);
+        m.init(0, true);
+        let skip: &[&str] = if cfg.tie_word_embeddings { &["lm_head.weight"] } else { &[] };
+        let is_adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
+        weights::load_into(&m.vs.variables(), &files, is_adapter, skip)?;
+        Ok(Model { source: Some(dir.to_path_buf()), ..m })
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.net.cfg
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The base model's tensors under their HF names, LoRA merged in when `merge` (the tied head
+    /// is not repeated, as `save_pretrained` does).
+    pub fn hf_tensors(&self, merge: bool) -> Vec<(String, Tensor)> {
+        let merged: HashMap<String, Tensor> = if merge {
+            self.net.linears().into_iter().map(|(n, l)| (format!("{n}.weight"), l.merged_weight())).collect()
+        } else {
+            HashMap::new()
+        };
+        let mut out: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| !n.contains(".lora_A.") && !n.contains(".lora_B."))
+            .map(|(n, t)| match merged.get(&n) {
+                Some(m) => (n, m.shallow_clone()),
+                None => (n, t),
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Writes the HF model files (weights in the model dtype, `config.json` naming that dtype,
+    /// tokenizer and generation files from `side_files` or the source) into the existing `dir`.
+    pub fn write_hf(&self, dir: &Path, merge: bool, side_files: Option<&Path>) -> Result<()> {
+        let mut cfg = self.cfg().raw.clone();
+        let dtype = weights::dtype_str(self.net.kind);
+        if cfg.get("torch_dtype").is_some() {
+            cfg["torch_dtype"] = json!(dtype);
+        } else {
+            cfg["dtype"] = json!(dtype);
+        }
+        weights::write_model_files(dir, &self.hf_tensors(merge))?;
+        std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
+        if let Some(src) = side_files.or(self.source.as_deref()) {
+            weights::copy_side_files(src, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Saves an HF model directory atomically (a crash never leaves a half-written model).
+    pub fn save_hf(&self, out: &Path, merge: bool, side_files: Option<&Path>) -> Result<()> {
+        weights::write_dir_atomically(out, |tmp| self.write_hf(tmp, merge, side_files))
+            .with_context(|| format!("cannot save model to {}", out.display()))
+    }
+
+    /// The LoRA tensors under peft's names (`base_model.model.<module>.lora_A.weight`).
+    pub fn adapter_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| n.contains(".lora_A.") || n.contains(".lora_B."))
+            .map(|(n, t)| (format!("{ADAPTER_PREFIX}{n}"), t))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Writes a peft adapter (`adapter_model.safetensors`, `adapter_config.json`) into `dir`.
+    pub fn write_adapter(&self, dir: &Path, base_name: &str, side_files: Option<&Path>) -> Result<()> {
+        let l = self.lora.as_ref().context("this model has no LoRA adapter to save")?;
+        let cfg = json!({
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": l.r, "lora_alpha": l.alpha,
+            "lora_dropout": l.dropout, "target_modules": l.targets, "bias": "none",
+            "use_rslora": l.rslora, "use_dora": false, "fan_in_fan_out": false,
+            "init_lora_weights": true, "modules_to_save": null, "inference_mode": true,
+            "base_model_name_or_path": base_name,
+        });
+        let meta = [("format".to_string(), "pt".to_string())].into();
+        weights::write_safetensors(&dir.join("adapter_model.safetensors"), &self.adapter_tensors(), &meta)?;
+        std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&cfg)?)?;
+        if let Some(src) = side_files.or(self.source.as_deref()) {
+            weights::copy_side_files(src, dir)?;
+        }
+        Ok(())
+    }
+
+    /// Saves a peft adapter directory atomically.
+    pub fn save_adapter(&self, out: &Path, base_name: &str, side_files: Option<&Path>) -> Result<()> {
+        weights::write_dir_atomically(out, |tmp| self.write_adapter(tmp, base_name, side_files))
+            .with_context(|| format!("cannot save adapter to {}", out.display()))
+    }
+
+    /// Loads the weights of a peft adapter directory into this model's adapters.
+    pub fn load_adapter_weights(&self, dir: &Path) -> Result<()> {
+        let vars: HashMap<String, Tensor> =
+            self.adapter_tensors().into_iter().map(|(n, t)| (n, t)).collect();
+        let file = dir.join("adapter_model.safetensors");
+        weights::load_into(&vars, &[file], |_| false, &[])
+            .with_context(|| format!("cannot load adapter {}", dir.display()))
+    }
+}
+
+/// Reads a peft `adapter_config.json` into a `LoraConfig` (and the base model it names).
+pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, String)> {
+    let path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let get = |k: &str| v.get(k).with_context(|| format!("{}: missing `{k}`", path.display()));
+    if get("peft_type")?.as_str() != Some("LORA") {
+        anyhow::bail!("{}: only peft_type LORA is supported", path.display());
+    }
+    let targets = match get("target_modules")? {
+        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => anyhow::bail!("{}: `target_modules` must be a list", path.display()),
+    };
+    let cfg = LoraConfig {
+        r: get("r")?.as_i64().context("`r` must be an integer")?,
+        alpha: get("lora_alpha")?.as_f64().context("`lora_alpha` must be a number")?,
+        dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+        targets,
+        rslora: v.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+    };
+    let base = v.get("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").to_string();
+    Ok((cfg, base))
+}
+
+/// Parses `fp32`/`bf16` (and the HF spellings) into a tch kind.
+pub fn parse_dtype(s: &str) -> Result<Kind> {
+    Ok(match s {
+        "fp32" | "float32" | "f32" => Kind::Float,
+        "bf16" | "bfloat16" => Kind::BFloat16,
+        other => anyhow::bail!("unknown dtype `{other}`: use fp32 or bf16"),
+    })
+}
+
+/// `auto` means CUDA when libtorch sees a GPU, else CPU.
+pub fn parse_device(s: &str) -> Result<Device> {
+    Ok(match s {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" => {
+            if !tch::Cuda::is_available() {
+                anyhow::bail!("device `cuda` requested but libtorch sees no CUDA GPU");
+            }
+            Device::Cuda(0)
+        }
+        s if s.starts_with("cuda:") => Device::Cuda(s[5..].parse().context("bad CUDA device index")?),
+        other => anyhow::bail!("unknown device `{other}`: use auto, cpu or cuda"),
+    })
+}

@@ -1,0 +1,310 @@
+//! Qwen3 dense decoder (mirrors transformers' `models/qwen3/modeling_qwen3.py`).
+//!
+//! Var-store paths are the HF parameter names (`model.layers.3.self_attn.q_proj.weight`), so a
+//! checkpoint loads with no mapping table. The forward is stateless: ids, padding mask and optional
+//! positions in, final hidden states out; `logits` applies the head. Decoding passes a `KvCache`
+//! explicitly instead of keeping state in the layers. Layers are public so the trainer can run them
+//! one at a time (activation recomputation).
+use super::config::Config;
+use super::lora::{LoraConfig, Linear};
+use tch::{nn, Kind, Tensor};
+
+/// `w * (x_f32 * rsqrt(mean(x_f32^2) + eps)).to(x.dtype)`: the cast back happens before the
+/// multiply by `w`, exactly as transformers' `Qwen3RMSNorm`.
+#[derive(Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, dim: i64, eps: f64, kind: Kind, trainable: bool) -> Self {
+        let weight = p.add("weight", Tensor::ones([dim], (kind, p.device())), trainable);
+        RmsNorm { weight, eps }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.square().mean_dim(-1, true, Kind::Float);
+        let y = xf * (var + self.eps).rsqrt();
+        &self.weight * y.to_kind(x.kind())
+    }
+}
+
+/// RoPE tables `(B, 1, T, D)` built in fp32 from integer positions, then cast to the activation
+/// dtype (positions in bf16 would be wrong past 256).
+pub struct Rope {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(positions: &Tensor, head_dim: i64, theta: f64, kind: Kind) -> Self {
+        let dev = positions.device();
+        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, dev)).to_kind(Kind::Float) / head_dim as f64;
+        let inv_freq = Tensor::pow_scalar(theta, &exponents).reciprocal(); // (D/2)
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // (B, T, D/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (B, 1, T, D)
+        Rope { cos: emb.cos().to_kind(kind), sin: emb.sin().to_kind(kind) }
+    }
+
+    fn apply(&self, x: &Tensor) -> Tensor {
+        let half = x.size()[3] / 2;
+        let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
+        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
+        x * &self.cos + rotated * &self.sin
+    }
+}
+
+/// How attention is masked: pure causal with no padding (lets SDPA pick its fastest kernel), no
+/// mask at all (one new token, no padding), or an explicit boolean mask `(B, 1, Tq, Tk)`,
+/// true = may attend.
+pub enum Mask {
+    Causal,
+    Full,
+    Explicit(Tensor),
+}
+
+impl Mask {
+    /// From a `(B, Tk)` padding mask (1 = token, 0 = pad) for `tq` queries that follow `past`
+    /// cached positions. A query may always see itself, so rows of left padding are not empty
+    /// (an all-masked row would make SDPA return NaN); their outputs are never used.
+    pub fn new(padding: Option<&Tensor>, tq: i64, past: i64) -> Mask {
+        let padding = padding.filter(|p| Tensor::ne(p, 0).all().int64_value(&[]) == 0);
+        match (padding, past, tq) {
+            (None, 0, _) => return Mask::Causal,
+            (None, _, 1) => return Mask::Full,
+            _ => {}
+        }
+        let dev = padding.map_or(tch::Device::Cpu, |p| p.device());
+        let tk = past + tq;
+        let q = Tensor::arange_start(past, tk, (Kind::Int64, dev)).unsqueeze(1); // (Tq, 1)
+        let k = Tensor::arange(tk, (Kind::Int64, dev)).unsqueeze(0); // (1, Tk)
+        let mut allowed = k.le_tensor(&q).unsqueeze(0).unsqueeze(0); // (1, 1, Tq, Tk)
+        if let Some(p) = padding {
+            let keys = p.ne(0).unsqueeze(1).unsqueeze(1); // (B, 1, 1, Tk)
+            allowed = allowed.logical_and(&keys).logical_or(&k.eq_tensor(&q).unsqueeze(0).unsqueeze(0));
+        }
+        Mask::Explicit(allowed)
+    }
+}
+
+/// Keys and values of one layer for the positions decoded so far, `(B, KV, T_past, D)`.
+#[derive(Default)]
+pub struct LayerCache {
+    pub k: Option<Tensor>,
+    pub v: Option<Tensor>,
+}
+
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub q_norm: RmsNorm,
+    pub k_norm: RmsNorm,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+        let (c, h, kv, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let full = lora.is_none();
+        Attention {
+            q_proj: Linear::new(&p, "q_proj", c, h * d, kind, lora),
+            k_proj: Linear::new(&p, "k_proj", c, kv * d, kind, lora),
+            v_proj: Linear::new(&p, "v_proj", c, kv * d, kind, lora),
+            o_proj: Linear::new(&p, "o_proj", h * d, c, kind, lora),
+            q_norm: RmsNorm::new(&p / "q_norm", d, cfg.rms_norm_eps, kind, full),
+            k_norm: RmsNorm::new(&p / "k_norm", d, cfg.rms_norm_eps, kind, full),
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Mask, cache: Option<&mut LayerCache>, train: bool) -> Tensor {
+        let (b, t, _) = x.size3().unwrap();
+        let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        // Per-head q/k RMSNorm over D comes before RoPE.
+        let q = self.q_norm.forward(&self.q_proj.forward(x, train).view([b, t, h, d])).transpose(1, 2); // (B, H, T, D)
+        let k = self.k_norm.forward(&self.k_proj.forward(x, train).view([b, t, kv, d])).transpose(1, 2); // (B, KV, T, D)
+        let v = self.v_proj.forward(x, train).view([b, t, kv, d]).transpose(1, 2); // (B, KV, T, D)
+        let (q, mut k, mut v) = (rope.apply(&q), rope.apply(&k), v);
+        if let Some(c) = cache {
+            if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            c.k = Some(k.shallow_clone());
+            c.v = Some(v.shallow_clone());
+        }
+        let (k, v) = (repeat_kv(&k, h / kv), repeat_kv(&v, h / kv)); // (B, H, Tk, D)
+        let scale = (d as f64).powf(-0.5);
+        let out = match mask {
+            Mask::Causal => Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, true, scale, false),
+            Mask::Full => Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, false, scale, false),
+            Mask::Explicit(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false),
+        };
+        let out = out.transpose(1, 2).reshape([b, t, h * d]); // (B, T, H*D)
+        self.o_proj.forward(&out, train)
+    }
+}
+
+/// `(B, KV, T, D)` -> `(B, KV * n_rep, T, D)`, each KV head serving `n_rep` query heads.
+fn repeat_kv(x: &Tensor, n_rep: i64) -> Tensor {
+    if n_rep == 1 {
+        return x.shallow_clone();
+    }
+    let (b, kv, t, d) = x.size4().unwrap();
+    x.unsqueeze(2).expand([b, kv, n_rep, t, d], false).reshape([b, kv * n_rep, t, d])
+}
+
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+        let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Mlp {
+            gate_proj: Linear::new(&p, "gate_proj", c, i, kind, lora),
+            up_proj: Linear::new(&p, "up_proj", c, i, kind, lora),
+            down_proj: Linear::new(&p, "down_proj", i, c, kind, lora),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let g = self.gate_proj.forward(x, train).silu();
+        self.down_proj.forward(&(g * self.up_proj.forward(x, train)), train)
+    }
+}
+
+pub struct Layer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Layer {
+    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+        let full = lora.is_none();
+        Layer {
+            input_layernorm: RmsNorm::new(&p / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps, kind, full),
+            self_attn: Attention::new(&p / "self_attn", cfg, kind, lora),
+            post_attention_layernorm: RmsNorm::new(
+                &p / "post_attention_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                kind,
+                full,
+            ),
+            mlp: Mlp::new(&p / "mlp", cfg, kind, lora),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Mask, cache: Option<&mut LayerCache>, train: bool) -> Tensor {
+        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), rope, mask, cache, train);
+        let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h), train);
+        h + out
+    }
+}
+
+pub struct Qwen3 {
+    pub cfg: Config,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor>,
+    pub kind: Kind,
+}
+
+impl Qwen3 {
+    /// Builds the parameters (zeros/ones; load or `init_random` next) under `root` in `kind`.
+    /// With `lora`, the base weights are frozen and the targeted projections get adapters.
+    pub fn new(root: &nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+        let full = lora.is_none();
+        let m = root / "model";
+        let dev = root.device();
+        let (v, c) = (cfg.vocab_size, cfg.hidden_size);
+        let embed_tokens = (&m / "embed_tokens").add("weight", Tensor::zeros([v, c], (kind, dev)), full);
+        let layers = (0..cfg.num_hidden_layers).map(|i| Layer::new(&m / "layers" / i, cfg, kind, lora)).collect();
+        let norm = RmsNorm::new(&m / "norm", c, cfg.rms_norm_eps, kind, full);
+        let lm_head = (!cfg.tie_word_embeddings)
+            .then(|| (root / "lm_head").add("weight", Tensor::zeros([v, c], (kind, dev)), full));
+        Qwen3 { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, kind }
+    }
+
+    pub fn head_weight(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, ids, -1, false, false) // (B, T, C)
+    }
+
+    /// Positions default to `0..T` (shifted by the cache length when decoding).
+    pub fn rope(&self, ids: &Tensor, positions: Option<&Tensor>, past: i64) -> Rope {
+        let (b, t) = ids.size2().unwrap();
+        let pos = match positions {
+            Some(p) => p.shallow_clone(),
+            None => Tensor::arange_start(past, past + t, (Kind::Int64, ids.device())).unsqueeze(0).expand([b, t], false),
+        };
+        Rope::new(&pos, self.cfg.head_dim, self.cfg.rope_theta, self.kind)
+    }
+
+    /// Final hidden states `(B, T, C)` after the last norm. `padding`: `(B, T)`, 1 = token, 0 = pad.
+    pub fn forward(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, train: bool) -> Tensor {
+        let rope = self.rope(ids, positions, 0);
+        let mask = Mask::new(padding, ids.size()[1], 0);
+        let mut h = self.embed(ids);
+        for layer in &self.layers {
+            h = layer.forward(&h, &rope, &mask, None, train);
+        }
+        self.norm.forward(&h)
+    }
+
+    /// One decoding step (or the prefill) with a cache: `padding` covers past and new positions.
+    pub fn forward_cached(
+        &self,
+        ids: &Tensor,
+        padding: Option<&Tensor>,
+        positions: Option<&Tensor>,
+        cache: &mut [LayerCache],
+    ) -> Tensor {
+        let past = cache.first().and_then(|c| c.k.as_ref()).map_or(0, |k| k.size()[2]);
+        let rope = self.rope(ids, positions, past);
+        let mask = Mask::new(padding, ids.size()[1], past);
+        let mut h = self.embed(ids);
+        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+            h = layer.forward(&h, &rope, &mask, Some(c), false);
+        }
+        self.norm.forward(&h)
+    }
+
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear::<&Tensor>(self.head_weight(), None)
+    }
+
+    /// Every Linear of the model with its HF module path (for LoRA saving and merging).
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = vec![];
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            for (n, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                out.push((format!("model.layers.{i}.self_attn.{n}"), lin));
+            }
+            let m = &l.mlp;
+            for (n, lin) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+                out.push((format!("model.layers.{i}.mlp.{n}"), lin));
+            }
+        }
+        out
+    }
+}
