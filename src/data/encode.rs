@@ -1,0 +1,161 @@
+//! Encodes one data row (`question`, `think`, `answer`) into `input_ids` and `labels` for causal-LM
+//! training, in one of two layouts:
+//! - `reference`: the reference's `process_func` (seed tutorial, train.py), kept for reproduction:
+//!   prompt `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n`,
+//!   response `<think>{think}</think> \n {answer}`, then `<|endoftext|>`; prompt and response are
+//!   tokenized separately, labels are -100 over the prompt.
+//! - `qwen3`: Qwen3's own chat template (`data::chat`), the layout the served model sees: the
+//!   assistant turn `<think>\n{think}\n</think>\n\n{answer}<|im_end|>\n` carries the loss, as trl's
+//!   assistant-only loss masks it with `qwen3_training.jinja`.
+//!
+//! Both truncate `input_ids` and `labels` to `max_len` (the reference's `MAX_LENGTH = 2048`).
+//! `tests/reference/data_ref.py` encodes the same rows with transformers for the parity test.
+use crate::data::chat::{self, Message};
+use crate::data::tokenizer::{QwenTokenizer, ENDOFTEXT};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The reference's system prompt ("You are a medical expert; answer the user's question with reasoning").
+pub const SYSTEM_PROMPT: &str = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。";
+/// The reference's `MAX_LENGTH`.
+pub const MAX_LENGTH: usize = 2048;
+/// Label of tokens that carry no loss (`ignore_index` of the cross-entropy).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// The sample layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Template {
+    /// The seed tutorial's `process_func` (ends with `<|endoftext|>`, `<think>` without newlines).
+    Reference,
+    /// Qwen3's official chat template (ends with `<|im_end|>\n`), matching inference.
+    Qwen3,
+}
+
+impl std::str::FromStr for Template {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "reference" | "tutorial" => Ok(Template::Reference),
+            "qwen3" => Ok(Template::Qwen3),
+            _ => bail!("unknown template {s:?}: expected \"qwen3\" or \"reference\""),
+        }
+    }
+}
+
+/// One encoded sample; `labels[i]` is the target at position `i` before the causal shift.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Encoded {
+    pub input_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    /// Length before truncation to `max_len`.
+    pub full_len: usize,
+}
+
+impl Encoded {
+    /// Tokens that carry loss.
+    pub fn label_tokens(&self) -> usize {
+        self.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
+    }
+    pub fn truncated(&self) -> bool {
+        self.full_len > self.input_ids.len()
+    }
+}
+
+/// Encodes rows with one template, system prompt and length limit.
+pub struct Encoder<'a> {
+    pub tok: &'a QwenTokenizer,
+    pub template: Template,
+    /// `None` renders no system turn.
+    pub system: Option<String>,
+    pub max_len: usize,
+}
+
+impl<'a> Encoder<'a> {
+    /// The reference's settings: its system prompt and `MAX_LENGTH`.
+    pub fn new(tok: &'a QwenTokenizer, template: Template) -> Self {
+        Encoder {
+            tok,
+            template,
+            system: Some(SYSTEM_PROMPT.to_string()),
+            max_len: MAX_LENGTH,
+        }
+    }
+
+    fn prompt_messages(&self, question: &str) -> Vec<Message> {
+        let mut m = Vec::with_capacity(3);
+        if let Some(s) = &self.system {
+            m.push(Message::system(s));
+        }
+        m.push(Message::user(question));
+        m
+    }
+
+    /// The prompt text (no loss) and the completion text (loss) of a row, before tokenization.
+    /// For `reference` the trailing `<|endoftext|>` is appended as an id, not text, as the reference does.
+    pub fn texts(&self, question: &str, think: &str, answer: &str) -> Result<(String, String)> {
+        match self.template {
+            Template::Reference => {
+                let mut prompt = String::new();
+                if let Some(s) = &self.system {
+                    prompt.push_str(&format!("<|im_start|>system\n{s}<|im_end|>\n"));
+                }
+                prompt.push_str(&format!(
+                    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+                ));
+                Ok((prompt, format!("<think>{think}</think> \n {answer}")))
+            }
+            Template::Qwen3 => {
+                let mut messages = self.prompt_messages(question);
+                let prompt = chat::render(&messages, true, None)?;
+                messages.push(Message::assistant(think, answer));
+                let full = chat::render(&messages, false, None)?;
+                // The template renders earlier turns the same with or without the final one.
+                let Some(completion) = full.strip_prefix(prompt.as_str()) else {
+                    bail!("chat template: the rendered prompt is not a prefix of the rendered conversation");
+                };
+                Ok((prompt, completion.to_string()))
+            }
+        }
+    }
+
+    /// `input_ids` and `labels` of one row.
+    pub fn encode(&self, question: &str, think: &str, answer: &str) -> Result<Encoded> {
+        if self.max_len == 0 {
+            bail!("max_len must be at least 1");
+        }
+        let (prompt, completion) = self.texts(question, think, answer)?;
+        let p = self.tok.encode(&prompt).context("tokenizing the prompt")?;
+        let mut c = self
+            .tok
+            .encode(&completion)
+            .context("tokenizing the response")?;
+        if self.template == Template::Reference {
+            c.push(ENDOFTEXT);
+        }
+        let mut input_ids: Vec<i64> = p.iter().chain(&c).map(|&t| t as i64).collect();
+        let mut labels: Vec<i64> = std::iter::repeat_n(IGNORE_INDEX, p.len())
+            .chain(c.iter().map(|&t| t as i64))
+            .collect();
+        let full_len = input_ids.len();
+        input_ids.truncate(self.max_len);
+        labels.truncate(self.max_len);
+        Ok(Encoded {
+            input_ids,
+            labels,
+            full_len,
+        })
+    }
+
+    /// The inference prompt for a question: Qwen3's template with the generation prompt (what the
+    /// reference's `apply_chat_template(..., add_generation_prompt=True)` gives, for both layouts).
+    /// `enable_thinking: Some(false)` pre-fills an empty `<think>` block.
+    pub fn generation_prompt(
+        &self,
+        question: &str,
+        enable_thinking: Option<bool>,
+    ) -> Result<Vec<u32>> {
+        let text = chat::render(&self.prompt_messages(question), true, enable_thinking)?;
+        self.tok.encode(&text)
+    }
+}

