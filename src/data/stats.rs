@@ -1,0 +1,171 @@
+//! `qwen3-sft data stats`: how long the encoded samples of a data file are, per template, before
+//! choosing `max_length` (the reference truncates silently at `MAX_LENGTH = 2048`): min, median,
+//! p90, p99 and max of the untruncated token counts, how many rows exceed `max_length`, and the
+//! label (loss-carrying) tokens that remain after truncation.
+
+use super::encode::{Encoder, Template, MAX_LENGTH};
+use super::rows::{read_rows, Row};
+use super::tokenizer::QwenTokenizer;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+/// `qwen3-sft data ...`
+#[derive(clap::Args, Debug)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub cmd: DataCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCmd {
+    /// Token-length distribution of a data file under one or both sample templates.
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Data file (JSONL or a JSON array) with question/think/answer.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Template to measure; both when absent.
+    #[arg(long, value_enum)]
+    pub template: Option<Template>,
+    /// Length limit the trainer truncates at.
+    #[arg(long = "max-length", alias = "max_length", default_value_t = MAX_LENGTH)]
+    pub max_length: usize,
+    /// tokenizer.json, or a directory holding one (a model directory, or `make tokenizer`'s).
+    #[arg(long, default_value = ".cache/qwen3-tokenizer")]
+    pub tokenizer: PathBuf,
+    /// Drop rows without string question/think/answer instead of failing.
+    #[arg(long = "skip-invalid", alias = "skip_invalid")]
+    pub skip_invalid: bool,
+}
+
+/// The numbers printed for one template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub rows: usize,
+    pub min: usize,
+    pub median: usize,
+    pub p90: usize,
+    pub p99: usize,
+    pub max: usize,
+    /// Rows whose full encoding is longer than `max_length` (they get truncated).
+    pub over_max: usize,
+    /// Loss-carrying tokens over all rows, after truncation.
+    pub label_tokens: usize,
+    /// All tokens over all rows, after truncation.
+    pub tokens: usize,
+}
+
+/// Nearest-rank percentile (`p` in 0..=100) of sorted, non-empty `v`: the smallest value with at
+/// least p% of the rows at or below it (numpy's `percentile(..., method="inverted_cdf")`).
+fn percentile(v: &[usize], p: usize) -> usize {
+    let rank = (p * v.len()).div_ceil(100); // integer maths: no float rounding at exact ranks
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Summarizes `(full_len, kept_len, label_tokens)` per row.
+pub fn summarize(samples: &[(usize, usize, usize)], max_length: usize) -> Result<Stats> {
+    if samples.is_empty() {
+        bail!("no rows to summarize");
+    }
+    let mut lens: Vec<usize> = samples.iter().map(|s| s.0).collect();
+    lens.sort_unstable();
+    Ok(Stats {
+        rows: lens.len(),
+        min: lens[0],
+        median: percentile(&lens, 50),
+        p90: percentile(&lens, 90),
+        p99: percentile(&lens, 99),
+        max: lens[lens.len() - 1],
+        over_max: lens.iter().filter(|&&l| l > max_length).count(),
+        label_tokens: samples.iter().map(|s| s.2).sum(),
+        tokens: samples.iter().map(|s| s.1).sum(),
+    })
+}
+
+/// Encodes every row with `template` (the reference's system prompt) and summarizes the lengths.
+pub fn measure(
+    rows: &[Row],
+    tok: &QwenTokenizer,
+    template: Template,
+    max_length: usize,
+) -> Result<Stats> {
+    let mut enc = Encoder::new(tok, template);
+    enc.max_len = max_length;
+    let mut samples = Vec::with_capacity(rows.len());
+    for r in rows {
+        let e = enc
+            .encode(r.question(), r.think(), r.answer())
+            .map_err(|e| e.context(format!("encoding the row at line {}", r.line())))?;
+        samples.push((e.full_len, e.input_ids.len(), e.label_tokens()));
+    }
+    summarize(&samples, max_length)
+}
+
+pub fn run(args: &DataArgs) -> Result<()> {
+    match &args.cmd {
+        DataCmd::Stats(s) => run_stats(s),
+    }
+}
+
+fn run_stats(args: &StatsArgs) -> Result<()> {
+    if args.max_length == 0 {
+        bail!("--max-length must be at least 1");
+    }
+    let (rows, skipped) = read_rows(&args.data, args.skip_invalid)?;
+    let tok = QwenTokenizer::load(&args.tokenizer)?;
+    let templates = match args.template {
+        Some(t) => vec![t],
+        None => vec![Template::Reference, Template::Qwen3],
+    };
+    println!(
+        "{}: {} rows{} (lengths in tokens, nearest-rank percentiles)",
+        args.data.display(),
+        rows.len(),
+        if skipped > 0 {
+            format!(", {skipped} invalid skipped")
+        } else {
+            String::new()
+        }
+    );
+    for t in templates {
+        let s = measure(&rows, &tok, t, args.max_length)
+            .map_err(|e| e.context(format!("{}: template {t:?}", args.data.display())))?;
+        let name = format!("{t:?}").to_lowercase();
+        println!(
+            "{name:>8}: min {} median {} p90 {} p99 {} max {} | over max_length {}: {} rows | \
+             tokens kept {} of which label {}",
+            s.min,
+            s.median,
+            s.p90,
+            s.p99,
+            s.max,
+            args.max_length,
+            s.over_max,
+            s.tokens,
+            s.label_tokens
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<usize> = (1..=10).collect();
+        assert_eq!(percentile(&v, 50), 5);
+        assert_eq!(percentile(&v, 90), 9);
+        assert_eq!(percentile(&v, 99), 10);
+        assert_eq!(percentile(&[7], 50), 7);
+        let s = summarize(&[(10, 10, 4), (30, 20, 15), (20, 20, 9)], 20).unwrap();
+        assert_eq!(
+            (s.min, s.median, s.max, s.over_max, s.label_tokens, s.tokens),
+            (10, 20, 30, 1, 28, 50)
+        );
+    }
+}
