@@ -29,7 +29,10 @@ fn main() {
     if let Some(v) = version {
         let v = v.trim().split('+').next().unwrap_or("").to_string();
         if v != "2.13.0" {
-            fail(&format!("libtorch at {} is version {v}, tch 0.26 needs 2.13.0", root.display()));
+            fail(&format!(
+                "libtorch at {} is version {v}, tch 0.26 needs 2.13.0",
+                root.display()
+            ));
         }
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -1,2 +1,8 @@
 //! qwen3-sft: fine-tune Qwen3 models (full-parameter and LoRA) on libtorch.
+pub mod config;
+pub mod data;
+pub mod hub;
+pub mod infer;
+pub mod log;
 pub mod model;
+pub mod train;

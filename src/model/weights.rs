@@ -61,8 +61,10 @@ fn dtype_name(k: Kind) -> Result<&'static str> {
 pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
-        let v: Value = serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", index.display()))?;
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("cannot read {}", index.display()))?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", index.display()))?;
         let map = v
             .get("weight_map")
             .and_then(Value::as_object)
@@ -72,7 +74,11 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
         for f in files {
             let p = dir.join(f);
             if !p.exists() {
-                bail!("{}: shard {} listed in model.safetensors.index.json is missing", p.display(), f);
+                bail!(
+                    "{}: shard {} listed in model.safetensors.index.json is missing",
+                    p.display(),
+                    f
+                );
             }
             out.push(p);
         }
@@ -82,19 +88,32 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if single.exists() {
         return Ok(vec![single]);
     }
-    bail!("{}: no model.safetensors or model.safetensors.index.json (is this an HF model directory?)", dir.display())
+    bail!(
+        "{}: no model.safetensors or model.safetensors.index.json (is this an HF model directory?)",
+        dir.display()
+    )
 }
 
 /// Calls `f(name, tensor)` for every tensor in the file; tensors are CPU copies in stored dtype.
 pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the file is only read; a concurrent writer truncating it is outside our contract.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| anyhow::anyhow!("{}: corrupted or truncated safetensors file ({e:?}); download it again", path.display()))?;
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: corrupted or truncated safetensors file ({e:?}); download it again",
+            path.display()
+        )
+    })?;
     for (name, view) in st.tensors() {
-        let kind = kind_of(view.dtype())
-            .with_context(|| format!("{}: tensor {name} has unsupported dtype {:?}", path.display(), view.dtype()))?;
+        let kind = kind_of(view.dtype()).with_context(|| {
+            format!(
+                "{}: tensor {name} has unsupported dtype {:?}",
+                path.display(),
+                view.dtype()
+            )
+        })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .with_context(|| format!("{}: cannot read tensor {name}", path.display()))?;
@@ -105,7 +124,12 @@ pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()
 
 /// Copies a checkpoint into `vars` (HF names -> model tensors). Names in `optional` may be absent
 /// from the checkpoint; `skip` names are accepted in the checkpoint and ignored (a tied head).
-pub fn load_into(vars: &HashMap<String, Tensor>, files: &[PathBuf], optional: impl Fn(&str) -> bool, skip: &[&str]) -> Result<()> {
+pub fn load_into(
+    vars: &HashMap<String, Tensor>,
+    files: &[PathBuf],
+    optional: impl Fn(&str) -> bool,
+    skip: &[&str],
+) -> Result<()> {
     let mut seen = BTreeSet::new();
     let (mut unexpected, mut bad_shape) = (vec![], vec![]);
     for path in files {
@@ -115,9 +139,11 @@ pub fn load_into(vars: &HashMap<String, Tensor>, files: &[PathBuf], optional: im
             }
             match vars.get(name) {
                 None => unexpected.push(name.to_string()),
-                Some(var) if var.size() != t.size() => {
-                    bad_shape.push(format!("{name} (file {:?}, model {:?})", t.size(), var.size()))
-                }
+                Some(var) if var.size() != t.size() => bad_shape.push(format!(
+                    "{name} (file {:?}, model {:?})",
+                    t.size(),
+                    var.size()
+                )),
                 Some(var) => {
                     tch::no_grad(|| var.shallow_clone().f_copy_(&t))
                         .with_context(|| format!("{}: cannot copy {name}", path.display()))?;
@@ -127,9 +153,15 @@ pub fn load_into(vars: &HashMap<String, Tensor>, files: &[PathBuf], optional: im
             Ok(())
         })?;
     }
-    let mut missing: Vec<&String> = vars.keys().filter(|n| !seen.contains(*n) && !optional(n)).collect();
+    let mut missing: Vec<&String> = vars
+        .keys()
+        .filter(|n| !seen.contains(*n) && !optional(n))
+        .collect();
     missing.sort();
-    let dir = files.first().and_then(|f| f.parent()).unwrap_or(Path::new("."));
+    let dir = files
+        .first()
+        .and_then(|f| f.parent())
+        .unwrap_or(Path::new("."));
     let mut errs = vec![];
     if !missing.is_empty() {
         errs.push(format!("missing tensors: {}", join_some(&missing)));
@@ -142,7 +174,11 @@ pub fn load_into(vars: &HashMap<String, Tensor>, files: &[PathBuf], optional: im
         errs.push(format!("wrong shapes: {}", join_some(&bad_shape)));
     }
     if !errs.is_empty() {
-        bail!("{}: checkpoint does not match the model config: {}", dir.display(), errs.join("; "));
+        bail!(
+            "{}: checkpoint does not match the model config: {}",
+            dir.display(),
+            errs.join("; ")
+        );
     }
     Ok(())
 }
@@ -158,7 +194,11 @@ fn join_some<T: std::fmt::Display>(items: &[T]) -> String {
 }
 
 /// Writes one safetensors file, streaming tensor by tensor (header first, with offsets).
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), json!(metadata));
     let mut offset = 0u64;
@@ -182,8 +222,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &B
         let t = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
         let n = t.numel() * t.kind().elt_size_in_bytes();
         let mut buf = vec![0u8; n];
-        t.f_copy_data_u8(&mut buf, n).with_context(|| format!("cannot read tensor {name}"))?;
-        w.write_all(&buf).with_context(|| format!("cannot write {}", path.display()))?;
+        t.f_copy_data_u8(&mut buf, t.numel())
+            .with_context(|| format!("cannot read tensor {name}"))?;
+        w.write_all(&buf)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -203,7 +245,10 @@ pub fn write_model_files(tmp_dir: &Path, tensors: &[(String, Tensor)]) -> Result
             cur = 0;
         }
         cur += size(t);
-        shards.last_mut().unwrap().push((n.clone(), t.shallow_clone()));
+        shards
+            .last_mut()
+            .unwrap()
+            .push((n.clone(), t.shallow_clone()));
     }
     if shards.len() == 1 {
         return write_safetensors(&tmp_dir.join("model.safetensors"), &shards[0], &meta);
@@ -219,16 +264,27 @@ pub fn write_model_files(tmp_dir: &Path, tensors: &[(String, Tensor)]) -> Result
         }
     }
     let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-    std::fs::write(tmp_dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
+    std::fs::write(
+        tmp_dir.join("model.safetensors.index.json"),
+        serde_json::to_string_pretty(&index)?,
+    )?;
     Ok(())
 }
 
 /// Builds `out` through `write(tmp)` in a sibling temporary directory, then renames it into place
 /// (an existing `out` is replaced only after the new one is complete).
 pub fn write_dir_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = out.file_name().context("output path has no file name")?.to_string_lossy().to_string();
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = out
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy()
+        .to_string();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -238,9 +294,11 @@ pub fn write_dir_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>)
     }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     if out.exists() {
-        std::fs::rename(out, &old).with_context(|| format!("cannot move aside {}", out.display()))?;
+        std::fs::rename(out, &old)
+            .with_context(|| format!("cannot move aside {}", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }
@@ -250,7 +308,8 @@ pub fn copy_side_files(src: &Path, dst: &Path) -> Result<()> {
     for f in SIDE_FILES {
         let p = src.join(f);
         if p.exists() {
-            std::fs::copy(&p, dst.join(f)).with_context(|| format!("cannot copy {}", p.display()))?;
+            std::fs::copy(&p, dst.join(f))
+                .with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
     Ok(())

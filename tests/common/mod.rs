@@ -19,7 +19,11 @@ pub fn python(test: &str) -> Option<PathBuf> {
     if py.exists() {
         return Some(py);
     }
-    assert!(!live(), "{test}: QWEN3_SFT_LIVE=1 but {} is missing (run `make pydeps`)", py.display());
+    assert!(
+        !live(),
+        "{test}: QWEN3_SFT_LIVE=1 but {} is missing (run `make pydeps`)",
+        py.display()
+    );
     eprintln!("skipped {test}: no .venv/bin/python (run `make pydeps` and set QWEN3_SFT_LIVE=1)");
     None
 }
@@ -34,5 +38,8 @@ pub fn rel_diff(got: &Tensor, want: &Tensor) -> f64 {
 }
 
 pub fn golden(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
 }

@@ -1,0 +1,176 @@
+//! The memory budget of a training configuration (`qwen3-sft train --dry-run`), term by term, in
+//! bytes: weights, gradients, optimizer state, activations (stored and recomputed layers), the
+//! chunked loss head, and the runtime's own footprint. The activation terms count the tensors
+//! autograd keeps per token and layer in `model::qwen3`; `make memcheck` compares the total with
+//! the measured peak RSS of real steps on CPU (see README, "Memory").
+use crate::model::{Config, LoraConfig};
+use tch::{Device, Kind};
+
+pub struct Budget {
+    pub weights: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+    pub activations: f64,
+    pub logits: f64,
+    pub runtime: f64,
+}
+
+impl Budget {
+    pub fn total(&self) -> f64 {
+        self.weights
+            + self.gradients
+            + self.optimizer
+            + self.activations
+            + self.logits
+            + self.runtime
+    }
+
+    pub fn table(&self) -> String {
+        let gb = |x: f64| x / 1e9;
+        let rows = [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("optimizer state", self.optimizer),
+            ("activations", self.activations),
+            ("loss head (logits chunk)", self.logits),
+            ("runtime", self.runtime),
+        ];
+        let mut s: String = rows
+            .iter()
+            .map(|(k, v)| format!("  {k:<26}{:>8.2} GB\n", gb(*v)))
+            .collect();
+        s += &format!("  {:<26}{:>8.2} GB\n", "total (peak)", gb(self.total()));
+        s
+    }
+}
+
+pub struct Plan<'a> {
+    pub cfg: &'a Config,
+    pub kind: Kind,
+    pub lora: Option<&'a LoraConfig>,
+    pub fp32_state: bool,
+    pub tokens: i64,
+    pub recomputed_layers: i64,
+    pub chunk: i64,
+    pub device: Device,
+}
+
+fn lora_params(cfg: &Config, l: &LoraConfig) -> f64 {
+    let (c, hd, kvd, i) = (
+        cfg.hidden_size,
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let per_layer: i64 = l
+        .targets
+        .iter()
+        .map(|t| match t.as_str() {
+            "q_proj" => c + hd,
+            "k_proj" | "v_proj" => c + kvd,
+            "o_proj" => hd + c,
+            "gate_proj" | "up_proj" => c + i,
+            _ => i + c,
+        })
+        .sum();
+    (per_layer * l.r * cfg.num_hidden_layers) as f64
+}
+
+/// Bytes autograd keeps per token for one decoder layer run with grad.
+fn layer_bytes_per_token(cfg: &Config, b: f64, lora: Option<&LoraConfig>) -> f64 {
+    let (c, hd, kvd, i) = (
+        cfg.hidden_size as f64,
+        (cfg.num_attention_heads * cfg.head_dim) as f64,
+        (cfg.num_key_value_heads * cfg.head_dim) as f64,
+        cfg.intermediate_size as f64,
+    );
+    // two RMSNorms: fp32 copy of the input + normalised output
+    let norms = 2.0 * (4.0 * c + b * c);
+    // q/k norms in fp32 and their outputs, RoPE inputs/rotations, repeated K/V, SDPA in/out,
+    // the o_proj input copy: 8 tensors of H*D and 3 of KV*D in the activation dtype
+    let attn = 4.0 * (hd + kvd) + b * (8.0 * hd + 3.0 * kvd) + 4.0 * cfg.num_attention_heads as f64;
+    // gate output, its SiLU, up output, and the product fed to down_proj
+    let mlp = 4.0 * b * i;
+    // LoRA branches cast their input to fp32 (and keep a dropout mask)
+    let adapters: f64 = lora.map_or(0.0, |l| {
+        let drop = if l.dropout > 0.0 { 2.0 } else { 1.0 };
+        l.targets
+            .iter()
+            .map(|t| match t.as_str() {
+                "o_proj" => 4.0 * hd,
+                "down_proj" => 4.0 * i,
+                _ => 4.0 * c,
+            })
+            .sum::<f64>()
+            * drop
+    });
+    norms + attn + mlp + adapters
+}
+
+pub fn estimate(p: &Plan) -> Budget {
+    let cfg = p.cfg;
+    let b = p.kind.elt_size_in_bytes() as f64;
+    let params = cfg.num_params() as f64;
+    let adapter = p.lora.map_or(0.0, |l| lora_params(cfg, l));
+    let trainable_bytes = if p.lora.is_some() {
+        adapter * 4.0
+    } else {
+        params * b
+    };
+    let trainable = if p.lora.is_some() { adapter } else { params };
+    let state_bytes = if p.fp32_state || p.lora.is_some() {
+        8.0
+    } else {
+        2.0 * b
+    };
+    let n = p.tokens as f64;
+    let layers = cfg.num_hidden_layers as f64;
+    let stored = layers - p.recomputed_layers as f64;
+    let per_layer = layer_bytes_per_token(cfg, b, p.lora) * n;
+    // Recomputed layers keep their input; one of them is live again during backward. Backward
+    // also holds the incoming and outgoing activation gradients of a layer.
+    let recompute_live = if p.recomputed_layers > 0 {
+        per_layer
+    } else {
+        0.0
+    };
+    let activations = stored * per_layer
+        + p.recomputed_layers as f64 * n * cfg.hidden_size as f64 * b
+        + recompute_live
+        + 4.0 * n * cfg.hidden_size as f64 * 4.0
+        + n * cfg.hidden_size as f64 * b * 2.0; // embedding output and final norm input
+    let rows = (p.chunk as f64).min(n);
+    // per chunk: logits in the activation dtype, their fp32 copy, log-softmax, and its gradient
+    let logits = rows * cfg.vocab_size as f64 * (b + 4.0 * 3.0);
+    let runtime = match p.device {
+        Device::Cpu => 0.45e9,
+        _ => 0.6e9,
+    };
+    Budget {
+        weights: params * b + adapter * 4.0,
+        gradients: trainable_bytes,
+        optimizer: trainable * state_bytes,
+        activations,
+        logits,
+        runtime,
+    }
+}
+
+/// Resident set size of this process now and at its peak, from /proc (Linux).
+pub fn rss_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+pub fn rss_string() -> String {
+    let (now, _) = rss_bytes();
+    format!("rss {:.1} GB", now as f64 / 1e9)
+}

@@ -1,0 +1,106 @@
+//! Forward and backward of one micro-batch with per-layer activation recomputation
+//! (what `gradient_checkpointing_enable()` does in transformers; tch has no checkpoint API).
+//!
+//! Layers marked for recomputation run under `no_grad` keeping only their input; during backward
+//! each is re-run with grad from that input (a fresh leaf) and the incoming gradient is pushed
+//! through it with `(out * g).sum().backward()`, which accumulates parameter gradients and leaves
+//! the gradient for the layer below in the leaf's `.grad()`. Runs of layers that are not
+//! recomputed keep their graph as usual. The LM head is a boundary too: the loss is computed and
+//! backpropagated chunk by chunk (`loss::ce_backward`), so full-vocabulary logits never exist.
+//!
+//! Dropout (LoRA's) must draw the same mask in both passes, so every layer reseeds the RNG from
+//! `(seed, layer)` before it runs: recomputation is exact and a resumed run replays the same masks.
+use super::loss;
+use crate::model::qwen3::{Mask, Qwen3};
+use tch::Tensor;
+
+enum Segment {
+    /// Layers `start..end` run with grad; `input` is the leaf fed to them, `output` their result.
+    Stored { input: Tensor, output: Tensor },
+    /// One layer re-run in backward from its saved input.
+    Recompute { layer: usize, input: Tensor },
+}
+
+fn layer_seed(seed: i64, layer: usize) -> i64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(layer as i64)
+}
+
+/// Which layers to recompute when `n` of `total` are: the first `n` (their inputs are stored in
+/// any case; later layers keep full activations). `None` means all.
+pub fn plan(total: usize, gradient_checkpointing: bool, n: Option<i64>) -> Vec<bool> {
+    let n = if gradient_checkpointing {
+        n.map_or(total, |n| (n as usize).min(total))
+    } else {
+        0
+    };
+    (0..total).map(|i| i < n).collect()
+}
+
+/// Runs forward and backward for one micro-batch, accumulating `scale * d(loss_sum)/d(param)`
+/// into every trainable parameter's grad. Returns the summed token loss.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_backward(
+    net: &Qwen3,
+    ids: &Tensor,
+    padding: Option<&Tensor>,
+    shifted_labels: &Tensor,
+    scale: f64,
+    recompute: &[bool],
+    seed: i64,
+    chunk: i64,
+) -> f64 {
+    let rope = net.rope(ids, None, 0);
+    let mask = Mask::new(padding, ids.size()[1], 0);
+    let embedded = net.embed(ids);
+    let mut h = embedded.shallow_clone();
+    let mut segments: Vec<Segment> = vec![];
+    let mut i = 0;
+    while i < net.layers.len() {
+        if recompute[i] {
+            let input = h.detach();
+            tch::manual_seed(layer_seed(seed, i));
+            h = tch::no_grad(|| net.layers[i].forward(&input, &rope, &mask, None, true));
+            segments.push(Segment::Recompute { layer: i, input });
+            i += 1;
+        } else {
+            let input = h.detach().set_requires_grad(true);
+            let mut out = input.shallow_clone();
+            while i < net.layers.len() && !recompute[i] {
+                tch::manual_seed(layer_seed(seed, i));
+                out = net.layers[i].forward(&out, &rope, &mask, None, true);
+                i += 1;
+            }
+            h = out.shallow_clone();
+            segments.push(Segment::Stored { input, output: out });
+        }
+    }
+    // Tail: final norm, then the chunked head as its own boundary.
+    let tail_in = h.detach().set_requires_grad(true);
+    let hidden = net.norm.forward(&tail_in);
+    let (loss_sum, g_hidden) =
+        loss::ce_backward(&hidden, net.head_weight(), shifted_labels, scale, chunk);
+    let kind = hidden.kind();
+    (hidden * g_hidden).sum(kind).backward();
+    let mut g = tail_in.grad();
+    drop(tail_in);
+    while let Some(seg) = segments.pop() {
+        let leaf = match seg {
+            Segment::Stored { input, output } => {
+                (output * &g).sum(g.kind()).backward();
+                input
+            }
+            Segment::Recompute { layer, input } => {
+                let leaf = input.set_requires_grad(true);
+                tch::manual_seed(layer_seed(seed, layer));
+                let out = net.layers[layer].forward(&leaf, &rope, &mask, None, true);
+                (out * &g).sum(g.kind()).backward();
+                leaf
+            }
+        };
+        g = leaf.grad();
+    }
+    if embedded.requires_grad() {
+        (embedded * &g).sum(g.kind()).backward();
+    }
+    loss_sum
+}
