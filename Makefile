@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 BIN   := target/release/qwen3-sft
 CARGO ?= cargo
 
-.PHONY: setup pydeps tokenizer build test parity clippy fmt swanlab-test swanlab-golden golden-data
+.PHONY: setup pydeps tokenizer build test demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data
 
 setup:
 	@scripts/setup.sh
@@ -58,6 +58,22 @@ swanlab-golden: pydeps
 # krisfu/delicate_medical_r1_data from ModelScope into its cache (MODELSCOPE_DOMAIN moves the host;
 # without network it fails with a one-line message), writes data/train.jsonl and data/val.jsonl.
 .PHONY: split golden-split
+# The first command to try: offline, CPU, a few minutes. A small random-init Qwen3 with the real
+# Qwen3 tokenizer, fine-tuned (full, then LoRA) on the committed sample; losses, loss.png, a final
+# model, and one answer from it.
+DEMO_Q ?= 孩子发烧到38.5度，需要马上吃退烧药吗？
+demo: $(BIN) tokenizer
+	$(BIN) split --input data/sample/r1_data_example.jsonl --output_dir data/demo --train_ratio 0.85 --seed 42
+	$(BIN) train --config configs/demo-cpu.toml
+	$(BIN) train --config configs/demo-cpu.toml --set train.method=lora --set train.output_dir=runs/demo-lora
+	$(BIN) generate --model runs/demo-full/final --prompt "$(DEMO_Q)" --greedy --max-new-tokens 64
+
+# The seed's recipe on Qwen3-1.7B (run `make split` first; a GPU is expected).
+train-full: $(BIN)
+	$(BIN) train --config configs/qwen3-1.7b-full.toml
+train-lora: $(BIN)
+	$(BIN) train --config configs/qwen3-1.7b-lora.toml
+
 split: setup $(BIN)
 	$(BIN) split --dataset_name krisfu/delicate_medical_r1_data --output_dir data --train_ratio 0.85 --seed 42
 

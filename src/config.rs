@@ -276,13 +276,15 @@ impl RunConfig {
                 None => Ok(None),
             }
         }
-        let cfg = RunConfig {
+        let mut cfg = RunConfig {
             model: section(&mut table, "model", true)?.unwrap(),
             data: section(&mut table, "data", true)?.unwrap(),
             train: section(&mut table, "train", true)?.unwrap(),
             lora: section(&mut table, "lora", false)?.unwrap_or_default(),
             swanlab: section(&mut table, "swanlab", false)?.unwrap_or_default(),
         };
+        // `--set data.val_file=` (empty) turns evaluation off.
+        cfg.data.val_file = cfg.data.val_file.filter(|p| !p.as_os_str().is_empty());
         cfg.validate()?;
         Ok(cfg)
     }

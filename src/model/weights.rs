@@ -235,12 +235,21 @@ pub fn write_safetensors(
 /// Writes `tensors` as an HF model into `tmp_dir`: one `model.safetensors`, or 5 GB shards with
 /// `model.safetensors.index.json` as transformers names them.
 pub fn write_model_files(tmp_dir: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_model_files_sharded(tmp_dir, tensors, MAX_SHARD_BYTES)
+}
+
+/// `write_model_files` with a given shard size (tests use small ones).
+pub fn write_model_files_sharded(
+    tmp_dir: &Path,
+    tensors: &[(String, Tensor)],
+    max_shard: u64,
+) -> Result<()> {
     let meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let size = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![vec![]];
     let mut cur = 0u64;
     for (n, t) in tensors {
-        if cur > 0 && cur + size(t) > MAX_SHARD_BYTES {
+        if cur > 0 && cur + size(t) > max_shard {
             shards.push(vec![]);
             cur = 0;
         }

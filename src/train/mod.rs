@@ -58,6 +58,8 @@ pub fn train(
         Some(arg) => Some(checkpoint::find(arg.as_deref(), &t.output_dir)?),
         None => None,
     };
+    // SwanLab first: a missing API key fails before minutes of model loading.
+    let run = swanlab::Run::start(&cfg.swanlab, &serde_json::to_value(cfg)?)?;
     let model = setup.load_model(resume_dir.as_deref())?;
     let mut opt = setup.optimizer(&model);
     let mut state = TrainerState {
@@ -85,7 +87,6 @@ pub fn train(
         Some(_) => MetricsLog::resume(&t.output_dir, state.global_step)?,
         None => MetricsLog::create(&t.output_dir)?,
     };
-    let run = swanlab::Run::start(&cfg.swanlab, &serde_json::to_value(cfg)?)?;
     let recompute = recompute::plan(
         model.net.layers.len(),
         t.gradient_checkpointing,

@@ -1,0 +1,103 @@
+//! Run configs: the shipped files load, `--set` reads TOML values or plain strings, unknown keys
+//! and bad values are errors that name them, and `--dry-run` budgets stay within the targets.
+use qwen3_sft::config::RunConfig;
+use std::path::PathBuf;
+
+fn cfg(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name)
+}
+
+fn err(name: &str, sets: &[&str]) -> String {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    format!("{:#}", RunConfig::load(&cfg(name), &sets).unwrap_err())
+}
+
+#[test]
+fn shipped_configs_load_with_the_seed_recipe() {
+    for name in [
+        "qwen3-1.7b-full.toml",
+        "qwen3-1.7b-lora.toml",
+        "qwen3-0.6b-full.toml",
+        "qwen3-0.6b-lora.toml",
+        "demo-cpu.toml",
+    ] {
+        RunConfig::load(&cfg(name), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    let c = RunConfig::load(&cfg("qwen3-1.7b-lora.toml"), &[]).unwrap();
+    let t = &c.train;
+    assert_eq!(
+        (t.lr, t.epochs, t.batch_size, t.grad_accum),
+        (1e-4, 2.0, 1, 4)
+    );
+    assert_eq!(
+        (
+            t.logging_steps,
+            t.eval_steps,
+            t.save_steps,
+            t.max_grad_norm,
+            t.warmup_steps
+        ),
+        (10, 100, 400, 1.0, 0)
+    );
+    assert_eq!(c.data.max_length, 2048);
+    assert_eq!((c.lora.r, c.lora.alpha, c.lora.dropout), (8, 32.0, 0.1));
+    assert_eq!(c.lora.targets.len(), 7);
+}
+
+#[test]
+fn set_reads_toml_values_or_strings() {
+    let sets: Vec<String> = [
+        "train.method=lora",
+        "train.lr=2e-4",
+        r#"lora.targets=["q_proj","v_proj"]"#,
+        "train.output_dir=runs/x",
+        "train.max_steps=7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let c = RunConfig::load(&cfg("qwen3-1.7b-full.toml"), &sets).unwrap();
+    assert_eq!(c.train.method, "lora");
+    assert_eq!(c.train.lr, 2e-4);
+    assert_eq!(c.lora.targets, vec!["q_proj", "v_proj"]);
+    assert_eq!(c.train.output_dir, PathBuf::from("runs/x"));
+    assert_eq!(c.train.max_steps, Some(7));
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_named() {
+    assert!(err("demo-cpu.toml", &["train.lrr=1"]).contains("unknown field `lrr`"));
+    assert!(err("demo-cpu.toml", &["optimizer.lr=1"]).contains("unknown section `[optimizer]`"));
+    assert!(err("demo-cpu.toml", &["train.lr=-1"]).contains("train.lr"));
+    assert!(err("demo-cpu.toml", &["train.method=qlora"]).contains("train.method"));
+    assert!(err(
+        "demo-cpu.toml",
+        &["train.method=lora", r#"lora.targets=["qq_proj"]"#]
+    )
+    .contains("qq_proj"));
+    assert!(err("demo-cpu.toml", &["model.dtype=fp8"]).contains("fp8"));
+    assert!(err("demo-cpu.toml", &["data.template=chatml"]).contains("data.template"));
+    assert!(err("demo-cpu.toml", &["trainlr=1"]).contains("section.key"));
+}
+
+/// The seed's recipe on Qwen3-1.7B at 2048 tokens on one GPU: full at most 24 GB (the seed needs
+/// 32), LoRA at most 8 GB (the seed needs 28), as the budget counts them.
+#[test]
+fn dry_run_budgets_meet_the_targets() {
+    let total = |name: &str| {
+        let c = RunConfig::load(&cfg(name), &["model.device=cuda".to_string()]).unwrap();
+        let text = qwen3_sft::train::cli::dry_run(&c).unwrap();
+        let line = text.lines().find(|l| l.contains("total (peak)")).unwrap();
+        line.split_whitespace()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let (full, lora) = (total("qwen3-1.7b-full.toml"), total("qwen3-1.7b-lora.toml"));
+    assert!(full <= 24.0, "full fine-tuning budget {full} GB");
+    assert!(lora <= 8.0, "LoRA budget {lora} GB");
+}

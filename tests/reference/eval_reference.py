@@ -1,0 +1,66 @@
+"""The evaluation loss as transformers computes it: a tiny random Qwen3 (Qwen3's vocabulary), the
+samples encoded by the reference encoders (the seed's process_func; the official chat template
+with trl's assistant mask), right-padded batches, and sum of token losses / label tokens
+(`num_items_in_batch`). Writes the model (with the tokenizer files) to OUT/model if missing and
+prints {"TEMPLATE:MAX_LEN": {"loss", "tokens", "samples"}, ...} (batch size 1; the loss does not
+depend on it).
+Usage: python eval_reference.py TOKENIZER_DIR DATA OUT TEMPLATE:MAX_LEN [TEMPLATE:MAX_LEN ...]
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from data_ref import process_func, qwen3_sft  # noqa: E402
+
+PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
+
+
+def main():
+    tok_dir, data, out = sys.argv[1:4]
+    mdir = Path(out) / "model"
+    if not (mdir / "model.safetensors").exists():
+        torch.manual_seed(5)
+        cfg = Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
+        Qwen3ForCausalLM(cfg).save_pretrained(mdir)
+        for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            if (Path(tok_dir) / f).exists():
+                shutil.copy(Path(tok_dir) / f, mdir / f)
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.float32).eval()
+    rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()]
+    print(json.dumps({spec: loss(model, tok, rows, *spec.split(":")) for spec in sys.argv[4:]}))
+
+
+def loss(model, tok, rows, template, max_len, bs=1):
+    max_len = int(max_len)
+    enc = {"reference": process_func, "qwen3": qwen3_sft}[template]
+    samples = [enc(tok, PROMPT, max_len, r["question"], r["think"], r["answer"]) for r in rows]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(samples), bs):
+            chunk = samples[i:i + bs]
+            T = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), T), tok.pad_token_id)
+            mask = torch.zeros((len(chunk), T), dtype=torch.long)
+            labels = torch.full((len(chunk), T), -100)
+            for b, (x, y) in enumerate(chunk):
+                ids[b, :len(x)] = torch.tensor(x)
+                mask[b, :len(x)] = 1
+                labels[b, :len(y)] = torch.tensor(y)
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            sl = labels[:, 1:]
+            total += F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), sl.reshape(-1),
+                                     ignore_index=-100, reduction="sum").item()
+            count += int((sl != -100).sum())
+    return {"loss": total / count, "tokens": count, "samples": len(samples)}
+
+
+if __name__ == "__main__":
+    main()
