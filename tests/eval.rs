@@ -20,13 +20,7 @@ fn eval_matches_transformers() {
     let Some(py) = common::python(test) else {
         return;
     };
-    let tok = match qwen3_sft::data::tiktoken::cached_tokenizer_dir(&common::root()) {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(!common::live(), "{test}: no Qwen3 tokenizer: {e:#}");
-            return eprintln!("skipped {test}: no Qwen3 tokenizer");
-        }
-    };
+    let Some(tok) = common::tokenizer_dir(test) else { return };
     let dir = std::env::temp_dir().join(format!("qwen3-sft-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

