@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measured peak RSS of real training steps (random weights, bf16, CPU) against what
+# Measured peak RSS of real training steps (random weights, bf16 or DTYPE, CPU) against what
 # `qwen3-sft train --dry-run` predicts for the same configuration. Usage:
 #   scripts/memcheck.sh [CASES...]   e.g. 0.6b:full 0.6b:lora 1.7b:lora 1.7b:full
 # Each case runs 1 optimizer step of 1 micro-batch of MAXLEN tokens (default 128) and prints
@@ -13,11 +13,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # rows long enough to fill MAXLEN tokens after truncation
 head -40 data/sample/r1_data_example.jsonl > "$tmp/train.jsonl"
-echo "| model | method | tokens | predicted (dry-run) | measured peak RSS | measured / predicted |"
-echo "|---|---|---|---|---|---|"
+echo "| model | method | dtype | tokens | predicted (dry-run) | measured peak RSS | measured / predicted |"
+echo "|---|---|---|---|---|---|---|"
 for c in $CASES; do
   size=${c%%:*}; method=${c##*:}
-  sets=(--set "model.path=random:$size" --set model.dtype=bf16 --set model.device=cpu
+  sets=(--set "model.path=random:$size" --set "model.dtype=${DTYPE:-bf16}" --set model.device=cpu
         --set "data.train_file=$tmp/train.jsonl" --set data.val_file=
         --set "data.tokenizer=${TOKENIZER:-.cache/qwen3-tokenizer}" --set "data.max_length=$MAXLEN"
         --set "train.method=$method" --set "train.output_dir=$tmp/run-$c" --set train.max_steps=1
@@ -29,5 +29,5 @@ for c in $CASES; do
   kb=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$tmp/time-$c")
   meas=$(awk -v kb="$kb" 'BEGIN {printf "%.2f", kb * 1024 / 1e9}')
   ratio=$(awk -v m="$meas" -v p="$pred" 'BEGIN {printf "%.2f", m / p}')
-  echo "| Qwen3-$size | $method | $MAXLEN | $pred GB | $meas GB | $ratio |"
+  echo "| Qwen3-$size | $method | ${DTYPE:-bf16} | $MAXLEN | $pred GB | $meas GB | $ratio |"
 done

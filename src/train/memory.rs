@@ -12,6 +12,7 @@ pub struct Budget {
     pub optimizer: f64,
     pub activations: f64,
     pub logits: f64,
+    pub temporaries: f64,
     pub runtime: f64,
 }
 
@@ -22,6 +23,7 @@ impl Budget {
             + self.optimizer
             + self.activations
             + self.logits
+            + self.temporaries
             + self.runtime
     }
 
@@ -33,6 +35,7 @@ impl Budget {
             ("optimizer state", self.optimizer),
             ("activations", self.activations),
             ("loss head (logits chunk)", self.logits),
+            ("grad/update temporaries", self.temporaries),
             ("runtime", self.runtime),
         ];
         let mut s: String = rows
@@ -142,6 +145,13 @@ pub fn estimate(p: &Plan) -> Budget {
     let rows = (p.chunk as f64).min(n);
     // per chunk: logits in the activation dtype, their fp32 copy, log-softmax, and its gradient
     let logits = rows * cfg.vocab_size as f64 * (b + 4.0 * 3.0);
+    // A second micro-batch's gradient of the largest trainable tensor (the embedding, tied to the
+    // head) exists next to its accumulator; the optimizer's fp32 slice temporaries (4 of them).
+    let temporaries = if p.lora.is_some() {
+        adapter * 4.0
+    } else {
+        (cfg.vocab_size * cfg.hidden_size) as f64 * b + (1u64 << 24) as f64 * 4.0 * 4.0
+    };
     let runtime = match p.device {
         Device::Cpu => 0.45e9,
         _ => 0.6e9,
@@ -152,6 +162,7 @@ pub fn estimate(p: &Plan) -> Budget {
         optimizer: trainable * state_bytes,
         activations,
         logits,
+        temporaries,
         runtime,
     }
 }
