@@ -98,3 +98,11 @@ infer: $(BIN)
 	$(BIN) generate --model $(FULL) --prompt "$(QUESTION)" $(JSON)
 infer-lora: $(BIN)
 	$(BIN) generate --model "$$($(BIN) download --model $(BASE))" --adapter $(LORA) --prompt "$(QUESTION)" $(JSON)
+
+# Training benchmark against the seed's Python stack (transformers Trainer + peft), same machine,
+# same run: tokens/s, peak RSS, loss; full and LoRA. Writes runs/bench/results.md. A benchmark, not
+# a test. STEPS=N (default 3), MODEL=0.6b|demo|..., DTYPE=bf16|fp32, THREADS, ONLY=full|lora,
+# DECODE=1 (adds bench/decode.sh); see bench/train.sh for the defaults per CPU.
+.PHONY: bench
+bench: setup pydeps tokenizer $(BIN)
+	bench/train.sh
