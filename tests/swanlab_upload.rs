@@ -265,11 +265,16 @@ fn api_key_never_leaks_and_the_url_is_printed() {
             ),
             "late" => {
                 let url = format!("{}/@tester/qwen3-sft-medical/runs/exp-slug", server.url());
-                assert!(text.contains("still connecting"), "{text}");
-                assert!(
-                    text.contains(&format!("connected; view run exp at {url}")),
-                    "{text}"
-                );
+                // Timing-dependent: on a loaded machine the late server can still answer inside the
+                // start wait, and then the URL is printed the ordinary way.
+                if text.contains("still connecting") {
+                    assert!(
+                        text.contains(&format!("connected; view run exp at {url}")),
+                        "{text}"
+                    );
+                } else {
+                    assert!(text.contains(&format!("View run exp at {url}")), "{text}");
+                }
                 let reqs = server.requests();
                 assert_eq!(reqs.last().unwrap().json()["state"], "CRASHED", "{reqs:#?}");
             }
