@@ -20,7 +20,9 @@ fn eval_matches_transformers() {
     let Some(py) = common::python(test) else {
         return;
     };
-    let Some(tok) = common::tokenizer_dir(test) else { return };
+    let Some(tok) = common::tokenizer_dir(test) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("qwen3-sft-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

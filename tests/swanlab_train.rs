@@ -15,7 +15,9 @@ fn training_run_is_read_and_synced_by_the_sdk() {
     let Some(py) = common::python(test) else {
         return;
     };
-    let Some(tok) = common::tokenizer_dir(test) else { return };
+    let Some(tok) = common::tokenizer_dir(test) else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("qwen3-sft-swanlab-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
