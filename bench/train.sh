@@ -2,7 +2,8 @@
 # `make bench`: training tokens/s, peak RSS and loss of this crate against the seed's Python stack
 # (transformers Trainer + peft), full and LoRA, same machine, same run (bench/train_bench.py).
 # Environment: STEPS (optimizer steps, default 3), MODEL (0.6b | 1.7b | demo | tiny), DTYPE (bf16 |
-# fp32), THREADS (default: all cores), ONLY (full | lora), OUT (default runs/bench), DECODE=1 to
+# fp32), THREADS (default: all cores), ONLY (full | lora), OUT (default runs/bench), OMP_WAIT_POLICY
+# (default PASSIVE on both sides; `default` leaves it unset), DECODE=1 to
 # append bench/decode.sh's generation numbers.
 # Default: the recipe's Qwen3-0.6B shape in bf16, on CPUs with bf16 matrix units (AVX512-BF16 or
 # AMX). Elsewhere libtorch has no fast bf16 matmul (measured 14x slower than fp32 on an AVX2 EPYC,

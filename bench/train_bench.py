@@ -234,8 +234,14 @@ def main():
     if a.long:
         a.data = str(make_long(a.data, out / "long.jsonl"))
     gpu = a.device.startswith("cuda")
+    # OpenMP threads that wait at a barrier sleep instead of spinning, on both sides: on a shared CPU
+    # spinning burns the cores the other thread needs (3x swings between identical runs here);
+    # `OMP_WAIT_POLICY=default make bench` leaves it unset (libgomp spins ~300k rounds, then sleeps).
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads),
+               OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY") or "PASSIVE",
                TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore", TRANSFORMERS_VERBOSITY="error")
+    if env["OMP_WAIT_POLICY"] == "default":
+        del env["OMP_WAIT_POLICY"]
     ours_env = dict(env, **dict(kv.split("=", 1) for kv in a.env))
     rows = []
     methods = [m for m in ("full", "lora") if a.only in (None, m)]
@@ -273,7 +279,7 @@ def main():
     result = {"date": started.isoformat(timespec="seconds"), "cpu": cpu, "device": a.device, "gpu": gpu_name(),
               "max_length": a.max_length, "data": a.data, "threads": a.threads, "model": a.model,
               "dtype": a.dtype, "steps": a.steps, "load_before": load_before, "load_after": loadavg(),
-              "sets": a.set, "env": a.env, "note": a.note, "rows": rows}
+              "sets": a.set, "env": a.env, "note": a.note, "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset (libgomp default)"), "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=1))
     md = render(result)
     (out / "results.md").write_text(md)
@@ -342,7 +348,8 @@ def render(r):
         f"{r['dtype']} on {r['device']}; data `{short(r['data'])}` in file order, seed's encoding, "
         f"max length {r['max_length']}; batch 1 x grad-accum 4, lr 1e-4, gradient checkpointing; {n} optimizer step{'s' if n > 1 else ''}; "
         f"{r['threads']} threads on both sides (OMP_NUM_THREADS; peer's torch.get_num_threads() = "
-        f"{next((x.get('threads') for x in r['rows'] if x['side'] == 'peer'), '-')}).",
+        f"{next((x.get('threads') for x in r['rows'] if x['side'] == 'peer'), '-')}), "
+        f"OMP_WAIT_POLICY={r.get('omp_wait_policy', 'default')} on both.",
         "- tokens/s per optimizer step, model loading excluded: `best` = the least disturbed step (the cores are "
         f"shared), `mean` = steps {'2-' + str(n) if n > 1 else '1'}; `per CPU-s` = tokens of steps 2-N per second of "
         "the process's CPU time (all threads). Peak RSS: `/usr/bin/time -v` (whole process), and the highest RSS "
