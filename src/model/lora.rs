@@ -6,6 +6,15 @@
 //! back to the base dtype.
 use tch::{nn, Kind, Tensor};
 
+/// `x @ w^T` without bias: the decode GEMV for a few bf16 rows on CPU, libtorch otherwise.
+pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
+    if super::gemv::applies(x, w) {
+        super::gemv::linear(x, w)
+    } else {
+        x.linear::<&Tensor>(w, None)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
     pub r: i64,
@@ -77,7 +86,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let base = x.linear::<&Tensor>(&self.weight, None);
+        let base = linear(x, &self.weight);
         match &self.lora {
             None => base,
             Some(l) => {

@@ -1,12 +1,15 @@
 //! A Qwen3 model with its parameters: build, random init, load and save in HF and peft layouts.
+pub mod cache;
 pub mod config;
+pub mod gemv;
 pub mod lora;
 pub mod qwen3;
 pub mod weights;
 
+pub use cache::LayerCache;
 pub use config::Config;
 pub use lora::LoraConfig;
-pub use qwen3::{LayerCache, Qwen3};
+pub use qwen3::Qwen3;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};

@@ -2,9 +2,10 @@
 //!
 //! Var-store paths are the HF parameter names (`model.layers.3.self_attn.q_proj.weight`), so a
 //! checkpoint loads with no mapping table. The forward is stateless: ids, padding mask and optional
-//! positions in, final hidden states out; `logits` applies the head. Decoding passes a `KvCache`
-//! explicitly instead of keeping state in the layers. Layers are public so the trainer can run them
+//! positions in, final hidden states out; `logits` applies the head. Decoding passes a `LayerCache`
+//! per layer (cache.rs) explicitly instead of keeping state in the layers. Layers are public so the trainer can run them
 //! one at a time (activation recomputation).
+use super::cache::LayerCache;
 use super::config::Config;
 use super::lora::{Linear, LoraConfig};
 use tch::{nn, Kind, Tensor};
@@ -96,13 +97,6 @@ impl Mask {
     }
 }
 
-/// Keys and values of one layer for the positions decoded so far, `(B, KV, T_past, D)`.
-#[derive(Default)]
-pub struct LayerCache {
-    pub k: Option<Tensor>,
-    pub v: Option<Tensor>,
-}
-
 pub struct Attention {
     pub q_proj: Linear,
     pub k_proj: Linear,
@@ -161,26 +155,31 @@ impl Attention {
             .forward(x, train)
             .view([b, t, kv, d])
             .transpose(1, 2); // (B, KV, T, D)
-        let (q, mut k, mut v) = (rope.apply(&q), rope.apply(&k), v);
-        if let Some(c) = cache {
-            if let (Some(pk), Some(pv)) = (&c.k, &c.v) {
-                k = Tensor::cat(&[pk, &k], 2);
-                v = Tensor::cat(&[pv, &v], 2);
-            }
-            c.k = Some(k.shallow_clone());
-            c.v = Some(v.shallow_clone());
-        }
-        let (k, v) = (repeat_kv(&k, h / kv), repeat_kv(&v, h / kv)); // (B, H, Tk, D)
+        let (q, k) = (rope.apply(&q), rope.apply(&k));
         let scale = (d as f64).powf(-0.5);
-        let out = match mask {
+        let sdpa = |q: &Tensor, k: &Tensor, v: &Tensor, gqa: bool| match mask {
             Mask::Causal => Tensor::scaled_dot_product_attention::<&Tensor>(
-                &q, &k, &v, None, 0.0, true, scale, false,
+                q, k, v, None, 0.0, true, scale, gqa,
             ),
             Mask::Full => Tensor::scaled_dot_product_attention::<&Tensor>(
-                &q, &k, &v, None, 0.0, false, scale, false,
+                q, k, v, None, 0.0, false, scale, gqa,
             ),
             Mask::Explicit(m) => {
-                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, scale, false)
+                Tensor::scaled_dot_product_attention(q, k, v, Some(m), 0.0, false, scale, gqa)
+            }
+        };
+        let out = match cache {
+            // Decoding: SDPA reads each cached KV head for its group of query heads in place
+            // (`enable_gqa`) instead of a repeat_kv copy of the whole past per step.
+            Some(c) => {
+                let (k, v) = c.append(&k.to_kind(c.kind), &v.to_kind(c.kind));
+                sdpa(&q.to_kind(c.kind), &k, &v, true).to_kind(q.kind())
+            }
+            // Training and evaluation: transformers' formulation (repeat_kv), whose backward the
+            // parity tests pin.
+            None => {
+                let (k, v) = (repeat_kv(&k, h / kv), repeat_kv(&v, h / kv)); // (B, H, T, D)
+                sdpa(&q, &k, &v, false)
             }
         };
         let out = out.transpose(1, 2).reshape([b, t, h * d]); // (B, T, H*D)
@@ -352,10 +351,7 @@ impl Qwen3 {
         positions: Option<&Tensor>,
         cache: &mut [LayerCache],
     ) -> Tensor {
-        let past = cache
-            .first()
-            .and_then(|c| c.k.as_ref())
-            .map_or(0, |k| k.size()[2]);
+        let past = cache.first().map_or(0, LayerCache::len);
         let rope = self.rope(ids, positions, past);
         let mask = Mask::new(padding, ids.size()[1], past);
         let mut h = self.embed(ids);
@@ -366,7 +362,7 @@ impl Qwen3 {
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden.linear::<&Tensor>(self.head_weight(), None)
+        super::lora::linear(hidden, self.head_weight())
     }
 
     /// Every Linear of the model with its HF module path (for LoRA saving and merging).
