@@ -4,5 +4,5 @@
 # Usage: bench/decode.sh [NEW_TOKENS=48] [PROMPT_LEN=16] [REPS=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --example decode_bench
-exec .venv/bin/python bench/decode.py target/debug/examples/decode_bench "${1:-48}" "${2:-16}" "${3:-2}"
+cargo build --release --example decode_bench
+exec .venv/bin/python bench/decode.py target/release/examples/decode_bench "${1:-48}" "${2:-16}" "${3:-2}"

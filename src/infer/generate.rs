@@ -239,6 +239,11 @@ fn run(
     let mut kept_logits: Vec<Vec<Tensor>> = (0..b).map(|_| Vec::new()).collect();
     let mut sampler = Sampler::new(opts.sampling.clone(), opts.seed);
     let mut prefill_seconds = None;
+    // one token per row per step from here: the cores go to the decode GEMV (CPU, bf16)
+    let _cores = opts
+        .use_cache
+        .then(|| crate::model::gemv::decoding(dev, net.kind, b))
+        .flatten();
     loop {
         let next = sampler.pick(&logits);
         let elapsed = start.elapsed().as_secs_f64();

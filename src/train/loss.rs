@@ -52,47 +52,118 @@ pub fn ce_sum(hidden: &Tensor, head: &Tensor, shifted: &Tensor, chunk: i64) -> T
     Tensor::stack(&parts, 0).sum(Kind::Float)
 }
 
-/// Training form: the summed loss and the gradient of `scale * loss` with respect to `hidden`,
-/// backpropagated into the head weight (when it requires grad) chunk by chunk, so no chunk's
-/// logits outlive its own backward. `hidden` is read as a leaf; the caller continues backward
-/// from it with the returned gradient `(B, T, C)`.
-pub fn ce_backward(
-    hidden: &Tensor,
-    head: &Tensor,
-    shifted: &Tensor,
-    scale: f64,
-    chunk: i64,
-) -> (f64, Tensor) {
-    let (b, t, c) = hidden.size3().unwrap();
-    let (idx, targets) = label_rows(shifted);
-    let rows = hidden
-        .detach()
-        .reshape([-1, c])
-        .index_select(0, &idx)
-        .set_requires_grad(true); // (N, C)
-    let n = idx.size()[0];
-    let mut total = 0.0;
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let loss = chunk_ce(
-            &rows.narrow(0, start, len),
-            head,
-            &targets.narrow(0, start, len),
-        );
-        total += loss.double_value(&[]);
-        (loss * scale).backward();
-        start += len;
+/// The training loss over the head, chunk by chunk, with its logits buffers kept across chunks
+/// and micro-batches: a fresh
+/// `chunk x vocab` tensor per chunk (311 MB in fp32 for 512 rows) costs a page fault per 4 KB
+/// page every time, which measured as much time as the head's matrix products on CPU.
+pub struct ChunkedLoss {
+    /// Label rows sent through the head at once.
+    pub chunk: i64,
+    /// `(chunk, V)` in the activation dtype: the head's output, later the gradient fed back.
+    low: Option<Tensor>,
+    /// `(chunk, V)` fp32 (the same tensor as `low` when activations are fp32).
+    f32: Option<Tensor>,
+}
+
+impl ChunkedLoss {
+    pub fn new(chunk: i64) -> Self {
+        ChunkedLoss {
+            chunk,
+            low: None,
+            f32: None,
+        }
     }
-    let grad_rows = if n > 0 {
-        rows.grad()
-    } else {
-        rows.zeros_like()
-    };
-    let grad = Tensor::zeros([b * t, c], (hidden.kind(), hidden.device())).index_add(
-        0,
-        &idx,
-        &grad_rows.to_kind(hidden.kind()),
-    );
-    (total, grad.view([b, t, c]))
+
+    fn buffers(&mut self, rows: i64, vocab: i64, kind: Kind, dev: tch::Device) -> (Tensor, Tensor) {
+        let fits = |b: &Option<Tensor>, k: Kind| {
+            b.as_ref()
+                .is_some_and(|t| t.size() == [rows, vocab] && t.kind() == k && t.device() == dev)
+        };
+        if !fits(&self.low, kind) || !fits(&self.f32, Kind::Float) {
+            let low = Tensor::empty([rows, vocab], (kind, dev));
+            self.f32 = Some(if kind == Kind::Float {
+                low.shallow_clone()
+            } else {
+                Tensor::empty([rows, vocab], (Kind::Float, dev))
+            });
+            self.low = Some(low);
+        }
+        let (l, f) = (self.low.as_ref().unwrap(), self.f32.as_ref().unwrap());
+        (l.shallow_clone(), f.shallow_clone())
+    }
+
+    /// Training form: the summed loss and the gradient of `scale * loss` with respect to `hidden`
+    /// `(B, T, C)`, the head weight's gradient accumulated into its `.grad` when it requires one. The
+    /// caller continues backward from `hidden` with the returned gradient.
+    ///
+    /// The cross-entropy and its gradient are computed by hand in one reused buffer per chunk:
+    /// `loss = logsumexp(z) - z[target]`, `dloss/dz = softmax(z) - onehot(target)`, the softmax
+    /// formed in place. In autograd the same chunk allocates the logits, their log-softmax, the
+    /// gradient of the NLL and that of the log-softmax. Numerics follow transformers: logits in the
+    /// activation dtype upcast to fp32, the gradient cast back to the activation dtype for the two
+    /// matrix products (what autograd does through `.float()`).
+    pub fn backward(
+        &mut self,
+        hidden: &Tensor,
+        head: &Tensor,
+        shifted: &Tensor,
+        scale: f64,
+    ) -> (f64, Tensor) {
+        let chunk = self.chunk;
+        let (b, t, c) = hidden.size3().unwrap();
+        let (kind, dev) = (hidden.kind(), hidden.device());
+        let vocab = head.size()[0];
+        let (idx, targets) = label_rows(shifted);
+        let n = idx.size()[0];
+        let grad = Tensor::zeros([b * t, c], (kind, dev)); // (B*T, C)
+        if n == 0 {
+            return (0.0, grad.view([b, t, c]));
+        }
+        let head_grad = head.requires_grad().then(|| grad_of(head));
+        tch::no_grad(|| {
+            let rows = hidden.detach().reshape([-1, c]).index_select(0, &idx); // (N, C)
+            let grad_rows = Tensor::empty([n, c], (kind, dev)); // (N, C)
+            let (low, f32) = self.buffers(chunk.min(n), vocab, kind, dev);
+            let mut total = 0.0;
+            let mut start = 0;
+            while start < n {
+                let len = chunk.min(n - start);
+                let h = rows.narrow(0, start, len); // (n, C)
+                let tgt = targets.narrow(0, start, len).unsqueeze(1); // (n, 1)
+                let (mut z_low, mut z) = (low.narrow(0, 0, len), f32.narrow(0, 0, len)); // (n, V)
+                let _ = h.mm_out(&z_low, &head.tr());
+                if kind != Kind::Float {
+                    z.copy_(&z_low);
+                }
+                let lse = z.logsumexp(1, true); // (n, 1)
+                total += (&lse - z.gather(1, &tgt, false))
+                    .sum(Kind::Float)
+                    .double_value(&[]);
+                let _ = z.g_sub_(&lse).exp_(); // softmax
+                let _ = z.scatter_add_(1, &tgt, &Tensor::full([len, 1], -1.0, (Kind::Float, dev)));
+                let _ = z.g_mul_scalar_(scale);
+                if kind != Kind::Float {
+                    z_low.copy_(&z);
+                }
+                let _ = z_low.mm_out(&grad_rows.narrow(0, start, len), head); // (n, C)
+                if let Some(mut g) = head_grad.as_ref().map(Tensor::shallow_clone) {
+                    let _ = g.addmm_(&z_low.tr(), &h); // (V, C)
+                }
+                start += len;
+            }
+            let grad = grad.index_add(0, &idx, &grad_rows);
+            (total, grad.view([b, t, c]))
+        })
+    }
+}
+
+/// The `.grad` of a leaf, created (zero) if autograd has not made one yet: tch cannot assign
+/// `.grad`, so one backward through `w * 0` makes it, once per run.
+fn grad_of(w: &Tensor) -> Tensor {
+    let g = w.grad();
+    if g.defined() {
+        return g;
+    }
+    (w * 0.0).sum(Kind::Float).backward();
+    w.grad()
 }

@@ -108,6 +108,7 @@ pub fn train(
     let bar = progress_bar(max_steps, state.global_step);
     let side = setup.side_files();
     let mut window_log = LogWindow::default();
+    let mut head_loss = loss::ChunkedLoss::new(t.loss_chunk);
     let result: Result<Outcome> = (|| {
         while state.global_step < max_steps {
             let batches = epoch_batches(
@@ -125,8 +126,15 @@ pub fn train(
             let end = (state.batches_done + t.grad_accum as usize).min(batches.len());
             let window = &batches[state.batches_done..end];
             let started = Instant::now();
-            let (loss_sum, labels, tokens) =
-                accumulate(&model, &train_set, window, &recompute, t, state.global_step);
+            let (loss_sum, labels, tokens) = accumulate(
+                &model,
+                &train_set,
+                window,
+                &recompute,
+                t,
+                state.global_step,
+                &mut head_loss,
+            );
             let n = labels.max(1) as f64;
             let step_loss = loss_sum / n;
             if !step_loss.is_finite() {
@@ -218,6 +226,7 @@ fn accumulate(
     recompute: &[bool],
     t: &crate::config::TrainCfg,
     step: i64,
+    head_loss: &mut loss::ChunkedLoss,
 ) -> (f64, i64, i64) {
     let device = model.device();
     let batches: Vec<_> = window
@@ -248,7 +257,7 @@ fn accumulate(
             scale,
             recompute,
             seed,
-            t.loss_chunk,
+            head_loss,
         );
     }
     (loss_sum, labels, tokens)

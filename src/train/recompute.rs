@@ -6,7 +6,7 @@
 //! through it with `(out * g).sum().backward()`, which accumulates parameter gradients and leaves
 //! the gradient for the layer below in the leaf's `.grad()`. Runs of layers that are not
 //! recomputed keep their graph as usual. The LM head is a boundary too: the loss is computed and
-//! backpropagated chunk by chunk (`loss::ce_backward`), so full-vocabulary logits never exist.
+//! backpropagated chunk by chunk (`loss::ChunkedLoss`), so full-vocabulary logits never exist.
 //!
 //! Dropout (LoRA's) must draw the same mask in both passes, so every layer reseeds the RNG from
 //! `(seed, layer)` before it runs: recomputation is exact and a resumed run replays the same masks.
@@ -47,7 +47,7 @@ pub fn forward_backward(
     scale: f64,
     recompute: &[bool],
     seed: i64,
-    chunk: i64,
+    loss: &mut loss::ChunkedLoss,
 ) -> f64 {
     let rope = net.rope(ids, None, 0);
     let mask = Mask::new(padding, ids.size()[1], 0);
@@ -77,8 +77,7 @@ pub fn forward_backward(
     // Tail: final norm, then the chunked head as its own boundary.
     let tail_in = h.detach().set_requires_grad(true);
     let hidden = net.norm.forward(&tail_in);
-    let (loss_sum, g_hidden) =
-        loss::ce_backward(&hidden, net.head_weight(), shifted_labels, scale, chunk);
+    let (loss_sum, g_hidden) = loss.backward(&hidden, net.head_weight(), shifted_labels, scale);
     let kind = hidden.kind();
     (hidden * g_hidden).sum(kind).backward();
     let mut g = tail_in.grad();
