@@ -3,8 +3,8 @@
 # (transformers Trainer + peft), full and LoRA, same machine, same run (bench/train_bench.py).
 # Environment: STEPS (optimizer steps, default 3), MODEL (0.6b | 1.7b | demo | tiny), DTYPE (bf16 |
 # fp32), THREADS (default: all cores), ONLY (full | lora), OUT (default runs/bench), OMP_WAIT_POLICY
-# (default PASSIVE on both sides; `default` leaves it unset), DECODE=1 to
-# append bench/decode.sh's generation numbers.
+# (default PASSIVE on both sides; `default` leaves it unset), DECODE=0 to skip
+# bench/decode.sh's generation numbers (single-prompt decode of the 0.6B shape in bf16).
 # Default: the recipe's Qwen3-0.6B shape in bf16, on CPUs with bf16 matrix units (AVX512-BF16 or
 # AMX). Elsewhere libtorch has no fast bf16 matmul (measured 14x slower than fp32 on an AVX2 EPYC,
 # for both sides) and a 0.6B step takes minutes, so the default becomes the `demo` shape (4 layers,
@@ -27,7 +27,7 @@ args=(--bin "$BIN" --steps "${STEPS:-3}" --model "$MODEL" --dtype "$DTYPE" --out
 [ -n "${THREADS:-}" ] && args+=(--threads "$THREADS")
 [ -n "${ONLY:-}" ] && args+=(--only "$ONLY")
 .venv/bin/python bench/train_bench.py "${args[@]}"
-if [ "${DECODE:-0}" = 1 ] && [ -x bench/decode.sh ]; then
+if [ "${DECODE:-1}" = 1 ]; then
   echo
   echo "generation (bench/decode.sh):"
   bench/decode.sh | tee "${OUT:-runs/bench}/decode.txt"

@@ -159,7 +159,7 @@ impl ChunkedLoss {
 
 /// The `.grad` of a leaf, created (zero) if autograd has not made one yet: tch cannot assign
 /// `.grad`, so one backward through `w * 0` makes it, once per run.
-fn grad_of(w: &Tensor) -> Tensor {
+pub fn grad_of(w: &Tensor) -> Tensor {
     let g = w.grad();
     if g.defined() {
         return g;

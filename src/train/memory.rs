@@ -143,14 +143,15 @@ pub fn estimate(p: &Plan) -> Budget {
         + 4.0 * n * cfg.hidden_size as f64 * 4.0
         + n * cfg.hidden_size as f64 * b * 2.0; // embedding output and final norm input
     let rows = (p.chunk as f64).min(n);
-    // per chunk: logits in the activation dtype, their fp32 copy, log-softmax, and its gradient
-    let logits = rows * cfg.vocab_size as f64 * (b + 4.0 * 3.0);
-    // A second micro-batch's gradient of the largest trainable tensor (the embedding, tied to the
-    // head) exists next to its accumulator; the optimizer's fp32 slice temporaries (4 of them).
+    // loss::ChunkedLoss's buffers: one chunk of logits in the activation dtype and its fp32 copy
+    // (one tensor when activations are fp32), reused for the gradient
+    let logits = rows * cfg.vocab_size as f64 * if b == 4.0 { 4.0 } else { b + 4.0 };
+    // The optimizer's fp32 slice temporaries (4 of them). Gradients of the head and embedding are
+    // accumulated in place (loss.rs, recompute.rs), so no second full-vocabulary gradient exists.
     let temporaries = if p.lora.is_some() {
         adapter * 4.0
     } else {
-        (cfg.vocab_size * cfg.hidden_size) as f64 * b + (1u64 << 24) as f64 * 4.0 * 4.0
+        (1u64 << 24) as f64 * 4.0 * 4.0
     };
     let runtime = match p.device {
         Device::Cpu => 0.45e9,

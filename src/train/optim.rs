@@ -10,8 +10,10 @@ use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
-/// Elements updated at once (bounds the optimizer's temporaries to a few hundred MB).
-const SLICE_ELEMS: i64 = 1 << 24;
+/// Elements updated at once. The slice temporaries (4 MB in fp32) stay under glibc's largest
+/// mmap threshold (32 MB), so after the first slice they are reused from the heap instead of being
+/// mapped, page-faulted in and unmapped again for every slice of every step.
+const SLICE_ELEMS: i64 = 1 << 20;
 
 pub struct Param {
     pub name: String,
@@ -96,16 +98,25 @@ impl AdamW {
                         }
                     };
                     let (mut w, mut m, mut v) = (slice(&p.tensor), slice(&p.m), slice(&p.v));
-                    let g = slice(&g).to_kind(m.kind());
-                    let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                    let _ = v.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
-                    let denom = v.sqrt() / bc2_sqrt + self.eps;
-                    let mut w32 = w.to_kind(Kind::Float);
+                    let g = slice(&g).to_kind(m.kind()); // no copy when the kinds agree
+                                                         // torch's _single_tensor_adamw, in place: decay, moments, then the step
+                    let mut w32 = if w.kind() == Kind::Float {
+                        w.shallow_clone()
+                    } else {
+                        w.to_kind(Kind::Float)
+                    };
                     if p.decay && self.weight_decay > 0.0 {
-                        w32 *= decay;
+                        let _ = w32.g_mul_scalar_(decay);
                     }
-                    let upd = (&m / denom).to_kind(Kind::Float) * (lr / bc1);
-                    w.copy_(&(w32 - upd));
+                    let _ = m.lerp_(&g, 1.0 - b1);
+                    let _ = v.g_mul_scalar_(b2).addcmul_(&g, &(&g * (1.0 - b2)));
+                    let mut step = v.sqrt(); // becomes the denominator, then the step
+                    let _ = step.g_div_scalar_(bc2_sqrt).g_add_scalar_(self.eps);
+                    let _ = m.div_out(&step, &step).g_mul_scalar_(lr / bc1);
+                    let _ = w32.g_sub_(&step);
+                    if w.kind() != Kind::Float {
+                        let _ = w.copy_(&w32);
+                    }
                     start += n;
                 }
             }
@@ -166,10 +177,9 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
         grads
             .iter()
             .map(|g| {
-                g.to_kind(Kind::Float)
-                    .square()
-                    .sum(Kind::Float)
-                    .double_value(&[])
+                // per-tensor norms as torch does (and no squared copy of each gradient)
+                let n = g.norm_scalaropt_dtype(2, Kind::Float).double_value(&[]);
+                n * n
             })
             .sum()
     });

@@ -51,8 +51,7 @@ pub fn forward_backward(
 ) -> f64 {
     let rope = net.rope(ids, None, 0);
     let mask = Mask::new(padding, ids.size()[1], 0);
-    let embedded = net.embed(ids);
-    let mut h = embedded.shallow_clone();
+    let mut h = tch::no_grad(|| net.embed(ids)); // (B, T, C)
     let mut segments: Vec<Segment> = vec![];
     let mut i = 0;
     while i < net.layers.len() {
@@ -98,8 +97,15 @@ pub fn forward_backward(
         };
         g = leaf.grad();
     }
-    if embedded.requires_grad() {
-        (embedded * &g).sum(g.kind()).backward();
+    // The embedding's gradient goes straight into its `.grad`, row by row: autograd's embedding
+    // backward would build a dense `(vocab, hidden)` gradient per micro-batch (155 MB to 1.2 GB
+    // for Qwen3 shapes) only to add it there.
+    if net.embed_tokens.requires_grad() {
+        let c = g.size()[2];
+        let mut acc = loss::grad_of(&net.embed_tokens);
+        tch::no_grad(|| {
+            let _ = acc.index_add_(0, &ids.reshape([-1]), &g.reshape([-1, c]));
+        });
     }
     loss_sum
 }
