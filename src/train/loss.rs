@@ -75,9 +75,11 @@ impl ChunkedLoss {
     }
 
     fn buffers(&mut self, rows: i64, vocab: i64, kind: Kind, dev: tch::Device) -> (Tensor, Tensor) {
+        // grow-only: a micro-batch with fewer label rows than the last one uses the same buffers
         let fits = |b: &Option<Tensor>, k: Kind| {
-            b.as_ref()
-                .is_some_and(|t| t.size() == [rows, vocab] && t.kind() == k && t.device() == dev)
+            b.as_ref().is_some_and(|t| {
+                t.size()[0] >= rows && t.size()[1] == vocab && t.kind() == k && t.device() == dev
+            })
         };
         if !fits(&self.low, kind) || !fits(&self.f32, Kind::Float) {
             let low = Tensor::empty([rows, vocab], (kind, dev));
@@ -98,7 +100,7 @@ impl ChunkedLoss {
     ///
     /// The cross-entropy and its gradient are computed by hand in one reused buffer per chunk:
     /// `loss = logsumexp(z) - z[target]`, `dloss/dz = softmax(z) - onehot(target)`, the softmax
-    /// formed in place. In autograd the same chunk allocates the logits, their log-softmax, the
+    /// formed in place and the loss scale folded into its normalisation. In autograd the same chunk allocates the logits, their log-softmax, the
     /// gradient of the NLL and that of the log-softmax. Numerics follow transformers: logits in the
     /// activation dtype upcast to fp32, the gradient cast back to the activation dtype for the two
     /// matrix products (what autograd does through `.float()`).
@@ -135,13 +137,17 @@ impl ChunkedLoss {
                 if kind != Kind::Float {
                     z.copy_(&z_low);
                 }
-                let lse = z.logsumexp(1, true); // (n, 1)
-                total += (&lse - z.gather(1, &tgt, false))
-                    .sum(Kind::Float)
-                    .double_value(&[]);
-                let _ = z.g_sub_(&lse).exp_(); // softmax
-                let _ = z.scatter_add_(1, &tgt, &Tensor::full([len, 1], -1.0, (Kind::Float, dev)));
-                let _ = z.g_mul_scalar_(scale);
+                // logsumexp and the scaled softmax in place (at::logsumexp would allocate a
+                // second (n, V) tensor for exp(z - max))
+                let target = z.gather(1, &tgt, false); // (n, 1)
+                let max = z.amax(1, true); // (n, 1)
+                let _ = z.g_sub_(&max).exp_();
+                let sum = z.sum_dim_intlist(1, true, Kind::Float); // (n, 1)
+                let lse = sum.log() + max;
+                total += (lse - target).sum(Kind::Float).double_value(&[]);
+                let _ = z.g_div_(&(sum / scale)); // scale * softmax
+                let _ =
+                    z.scatter_add_(1, &tgt, &Tensor::full([len, 1], -scale, (Kind::Float, dev)));
                 if kind != Kind::Float {
                     z_low.copy_(&z);
                 }

@@ -115,7 +115,7 @@ impl AdamW {
                     let _ = m.div_out(&step, &step).g_mul_scalar_(lr / bc1);
                     let _ = w32.g_sub_(&step);
                     if w.kind() != Kind::Float {
-                        let _ = w.copy_(&w32);
+                        w.copy_(&w32);
                     }
                     start += n;
                 }
