@@ -14,33 +14,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import SequentialSampler
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback,
-                          TrainingArguments)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainerCallback, TrainingArguments
 
-PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-
-def process_func(example, tokenizer, max_length):
-    """The seed's encoding (tests/reference/train_reference.py)."""
-    instruction = tokenizer(
-        f"<|im_start|>system\n{PROMPT}<|im_end|>\n<|im_start|>user\n{example['question']}<|im_end|>\n<|im_start|>assistant\n",
-        add_special_tokens=False,
-    )
-    response = tokenizer(f"<think>{example['think']}</think> \n {example['answer']}", add_special_tokens=False)
-    input_ids = instruction["input_ids"] + response["input_ids"] + [tokenizer.pad_token_id]
-    attention_mask = instruction["attention_mask"] + response["attention_mask"] + [1]
-    labels = [-100] * len(instruction["input_ids"]) + response["input_ids"] + [tokenizer.pad_token_id]
-    return {"input_ids": input_ids[:max_length], "attention_mask": attention_mask[:max_length],
-            "labels": labels[:max_length]}
-
-
-class Sequential(Trainer):
-    """File order, as this crate's `train.shuffle = false`."""
-
-    def _get_train_sampler(self, train_dataset=None):
-        return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+# The seed's encoding and file-order Trainer, shared with the test reference the trainer parity runs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests/reference"))
+from train_reference import Sequential, process_func  # noqa: E402
 
 
 class StepTimer(TrainerCallback):

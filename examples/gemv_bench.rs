@@ -23,7 +23,7 @@ fn main() {
                 gemv::applies(&x, &w),
                 "no AVX2+FMA: the GEMV does not run here"
             );
-            let ours = || gemv::linear(&x, &w);
+            let ours = || gemv::matvec(&x, &w);
             let theirs = || x.linear::<&Tensor>(&w, None);
             let mut best = [f64::MAX; 2];
             for _ in 0..reps {

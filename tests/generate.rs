@@ -167,6 +167,20 @@ fn greedy_matches_transformers_live() {
     }
 }
 
+/// The same greedy generation with the KV cache and by full recomputation each step.
+fn cached_and_recomputed(
+    m: &Model,
+    prompts: &[Vec<i64>],
+    name: &str,
+) -> (Vec<Generated>, Vec<Generated>) {
+    let cached = generate(m, prompts, &opts(name)).unwrap();
+    let plain = GenOptions {
+        use_cache: false,
+        ..opts(name)
+    };
+    (cached, generate(m, prompts, &plain).unwrap())
+}
+
 #[test]
 fn cache_matches_full_recomputation() {
     for name in ["tied", "untied"] {
@@ -174,16 +188,7 @@ fn cache_matches_full_recomputation() {
         let m = load(name, false);
         let mut batch = prompts(&g["batch.input_ids"], &g["batch.attention_mask"]);
         batch.push(Vec::try_from(&g["single.prompt"].get(0)).unwrap());
-        let cached = generate(&m, &batch, &opts(name)).unwrap();
-        let full = generate(
-            &m,
-            &batch,
-            &GenOptions {
-                use_cache: false,
-                ..opts(name)
-            },
-        )
-        .unwrap();
+        let (cached, full) = cached_and_recomputed(&m, &batch, name);
         for (i, (c, f)) in cached.iter().zip(&full).enumerate() {
             assert_eq!(
                 c.token_ids, f.token_ids,
@@ -206,12 +211,8 @@ fn bf16_decode_path_follows_libtorch() {
     let g = golden(&gdir().join("tied/golden.safetensors"));
     let m = Model::load(&gdir().join("tied"), Kind::BFloat16, Device::Cpu, None).unwrap();
     let prompt = vec![Vec::try_from(&g["single.prompt"].get(0)).unwrap()];
-    let fast = generate(&m, &prompt, &opts("tied")).unwrap().remove(0);
-    let plain = GenOptions {
-        use_cache: false,
-        ..opts("tied")
-    };
-    let reference = generate(&m, &prompt, &plain).unwrap().remove(0);
+    let (mut fast, mut reference) = cached_and_recomputed(&m, &prompt, "tied");
+    let (fast, reference) = (fast.remove(0), reference.remove(0));
     let same = fast
         .token_ids
         .iter()

@@ -8,8 +8,9 @@
 //! memory speed. Accumulation is fp32 and each output is rounded to bf16 (nearest even), as libtorch
 //! does; only the order of the summation differs.
 //!
-//! Used by [`crate::model::lora::Linear`] and the head when [`applies`]: CPU, bf16 input and weight,
-//! at most [`MAX_ROWS`] rows, and no autograd graph to record. Anything else goes to libtorch.
+//! [`linear`] uses it for [`crate::model::lora::Linear`] and the head when [`applies`]: CPU,
+//! bf16 input and weight, at most [`MAX_ROWS`] rows, and no autograd graph to record. Anything
+//! else goes to libtorch.
 use rayon::prelude::*;
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
@@ -96,8 +97,18 @@ pub fn applies(x: &Tensor, w: &Tensor) -> bool {
         && avx2_fma()
 }
 
-/// `x @ w^T` in bf16: `x (.., K)`, `w (N, K)` -> `(.., N)`. Callers check [`applies`] first.
+/// `x @ w^T` without bias for the model's projections and head: this module's kernel where it
+/// [`applies`], libtorch's `linear` otherwise.
 pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
+    if applies(x, w) {
+        matvec(x, w)
+    } else {
+        x.linear::<&Tensor>(w, None)
+    }
+}
+
+/// `x @ w^T` in bf16: `x (.., K)`, `w (N, K)` -> `(.., N)`. Callers check [`applies`] first.
+pub fn matvec(x: &Tensor, w: &Tensor) -> Tensor {
     let (n, k) = w.size2().unwrap();
     let mut shape = x.size();
     let xf = x.to_kind(Kind::Float).contiguous().view([-1, k]); // (M, K) fp32, a few KB
@@ -132,7 +143,7 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
 }
 
 struct SendPtr(*mut u16);
-// SAFETY: tasks write disjoint elements through it (see `linear`).
+// SAFETY: tasks write disjoint elements through it (see `matvec`).
 unsafe impl Sync for SendPtr {}
 
 /// `x . w` for one weight row (`K` bf16) against one fp32 `x`, accumulated in fp32.
@@ -236,7 +247,7 @@ mod tests {
             let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
             tch::no_grad(|| {
                 assert!(applies(&x, &w));
-                let got = linear(&x, &w);
+                let got = matvec(&x, &w);
                 assert_eq!(got.size(), vec![m, 1, n]);
                 // The fp32 product of the same bf16 inputs, rounded once: at most one bf16 step
                 // (2^-7 relative) away, plus fp32 summation-order noise near zero.

@@ -4,16 +4,8 @@
 //! `lora_B` `[out, r]` next to its frozen `weight`. As in peft with `autocast_adapter_dtype`, the
 //! adapter lives in fp32 whatever the base dtype, the branch is computed in fp32 and the sum is cast
 //! back to the base dtype.
+use super::gemv::linear;
 use tch::{nn, Kind, Tensor};
-
-/// `x @ w^T` without bias: the decode GEMV for a few bf16 rows on CPU, libtorch otherwise.
-pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
-    if super::gemv::applies(x, w) {
-        super::gemv::linear(x, w)
-    } else {
-        x.linear::<&Tensor>(w, None)
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {

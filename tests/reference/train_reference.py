@@ -34,6 +34,8 @@ def process_func(example, tokenizer, max_length):
 
 
 class Sequential(Trainer):
+    """File order, as qwen3-sft's `train.shuffle = false` (also used by bench/train_peer.py)."""
+
     def _get_train_sampler(self, train_dataset=None):
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
