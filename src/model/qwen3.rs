@@ -3,8 +3,8 @@
 //! Var-store paths are the HF parameter names (`model.layers.3.self_attn.q_proj.weight`), so a
 //! checkpoint loads with no mapping table. The forward is stateless: ids, padding mask and optional
 //! positions in, final hidden states out; `logits` applies the head. Decoding passes a `LayerCache`
-//! per layer (cache.rs) explicitly instead of keeping state in the layers. Layers are public so the trainer can run them
-//! one at a time (activation recomputation).
+//! per layer (cache.rs) explicitly instead of keeping state in the layers. Layers are public so the
+//! trainer can run them one at a time (activation recomputation).
 use super::cache::LayerCache;
 use super::config::Config;
 use super::lora::{Linear, LoraConfig};
@@ -362,7 +362,7 @@ impl Qwen3 {
     }
 
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        super::lora::linear(hidden, self.head_weight())
+        super::gemv::linear(hidden, self.head_weight())
     }
 
     /// Every Linear of the model with its HF module path (for LoRA saving and merging).

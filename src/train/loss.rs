@@ -53,9 +53,9 @@ pub fn ce_sum(hidden: &Tensor, head: &Tensor, shifted: &Tensor, chunk: i64) -> T
 }
 
 /// The training loss over the head, chunk by chunk, with its logits buffers kept across chunks
-/// and micro-batches: a fresh
-/// `chunk x vocab` tensor per chunk (311 MB in fp32 for 512 rows) costs a page fault per 4 KB
-/// page every time, which measured as much time as the head's matrix products on CPU.
+/// and micro-batches: a fresh `chunk x vocab` tensor per chunk (311 MB in fp32 for 512 rows)
+/// costs a page fault per 4 KB page every time, which measured as much time as the head's
+/// matrix products on CPU.
 pub struct ChunkedLoss {
     /// Label rows sent through the head at once.
     pub chunk: i64,
@@ -95,15 +95,16 @@ impl ChunkedLoss {
     }
 
     /// Training form: the summed loss and the gradient of `scale * loss` with respect to `hidden`
-    /// `(B, T, C)`, the head weight's gradient accumulated into its `.grad` when it requires one. The
-    /// caller continues backward from `hidden` with the returned gradient.
+    /// `(B, T, C)`, the head weight's gradient accumulated into its `.grad` when it requires one.
+    /// The caller continues backward from `hidden` with the returned gradient.
     ///
     /// The cross-entropy and its gradient are computed by hand in one reused buffer per chunk:
     /// `loss = logsumexp(z) - z[target]`, `dloss/dz = softmax(z) - onehot(target)`, the softmax
-    /// formed in place and the loss scale folded into its normalisation. In autograd the same chunk allocates the logits, their log-softmax, the
-    /// gradient of the NLL and that of the log-softmax. Numerics follow transformers: logits in the
-    /// activation dtype upcast to fp32, the gradient cast back to the activation dtype for the two
-    /// matrix products (what autograd does through `.float()`).
+    /// formed in place and the loss scale folded into its normalisation. In autograd the same
+    /// chunk allocates the logits, their log-softmax, the gradient of the NLL and that of the
+    /// log-softmax. Numerics follow transformers: logits in the activation dtype upcast to fp32,
+    /// the gradient cast back to the activation dtype for the two matrix products (what autograd
+    /// does through `.float()`).
     pub fn backward(
         &mut self,
         hidden: &Tensor,

@@ -97,9 +97,9 @@ impl AdamW {
                             t.narrow(0, start, n)
                         }
                     };
+                    // torch's _single_tensor_adamw, in place: decay, moments, then the step
                     let (mut w, mut m, mut v) = (slice(&p.tensor), slice(&p.m), slice(&p.v));
                     let g = slice(&g).to_kind(m.kind()); // no copy when the kinds agree
-                                                         // torch's _single_tensor_adamw, in place: decay, moments, then the step
                     let mut w32 = if w.kind() == Kind::Float {
                         w.shallow_clone()
                     } else {
