@@ -8,7 +8,7 @@
 //! Usage: decode_bench [NEW_TOKENS=48] [PROMPT_LEN=16] [DTYPE=bf16] [SHAPE=0.6b|overhead]
 use anyhow::Result;
 use qwen3_sft::infer::{generate, GenOptions};
-use qwen3_sft::model::{config::preset, parse_dtype, Model};
+use qwen3_sft::model::{config::preset, DType, Model};
 use std::io::BufRead;
 use tch::Device;
 
@@ -17,7 +17,7 @@ fn main() -> Result<()> {
     let arg = |i: usize, d: &str| args.get(i).cloned().unwrap_or_else(|| d.to_string());
     let new_tokens: usize = arg(0, "48").parse()?;
     let prompt_len: i64 = arg(1, "16").parse()?;
-    let kind = parse_dtype(&arg(2, "bf16"))?;
+    let kind = arg(2, "bf16").parse::<DType>()?.kind();
     let cfg = match arg(3, "0.6b").as_str() {
         "overhead" => qwen3_sft::model::Config::from_json(serde_json::json!({
             "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 28,

@@ -1,20 +1,92 @@
-//! The run configuration: TOML sections `[model] [data] [train] [lora] [swanlab]`, `--set`
-//! overrides, and validation of every value before anything is loaded.
+//! The run configuration: TOML sections `[model] [data] [train] [lora] [swanlab]` and `--set`
+//! overrides. Every closed set of values is an enum and every number a type that rejects what it
+//! cannot be (serde names the key and the allowed values); `validate` keeps the rules that join
+//! two fields. Loading reads the TOML and nothing else: SwanLab's environment and `.netrc` are
+//! resolved when the run starts.
+use crate::data::encode::Template;
+use crate::hub;
+use crate::log::swanlab::SwanlabSettings;
+use crate::model::{lora::Target, DType, DeviceSpec, LoraConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Rows of the LM head evaluated at once (bounds the fp32 logits kept in memory).
+pub const DEFAULT_LOSS_CHUNK: i64 = 512;
+
+/// Defines a number type that deserialises only from values `$ok` accepts.
+macro_rules! checked {
+    ($(#[$doc:meta])* $name:ident($t:ty = $ts:literal), $ok:expr, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[serde(try_from = $ts, into = $ts)]
+        pub struct $name($t);
+        impl $name {
+            pub fn get(self) -> $t {
+                self.0
+            }
+        }
+        impl TryFrom<$t> for $name {
+            type Error = String;
+            fn try_from(v: $t) -> std::result::Result<Self, String> {
+                let ok: fn($t) -> bool = $ok;
+                if ok(v) {
+                    Ok($name(v))
+                } else {
+                    Err(format!("{v} is not {}", $what))
+                }
+            }
+        }
+        impl From<$name> for $t {
+            fn from(v: $name) -> $t {
+                v.0
+            }
+        }
+    };
+}
+
+checked!(
+    /// An integer of at least 1.
+    Count(i64 = "i64"), |v| v >= 1, "a count (at least 1)"
+);
+checked!(
+    /// An integer of at least 0.
+    Steps(i64 = "i64"), |v| v >= 0, "a number of steps (at least 0)"
+);
+checked!(
+    /// A finite number above 0.
+    Positive(f64 = "f64"), |v| v.is_finite() && v > 0.0, "a finite number above 0"
+);
+checked!(
+    /// A finite number of at least 0.
+    NonNegative(f64 = "f64"), |v| v.is_finite() && v >= 0.0, "a finite number of at least 0"
+);
+checked!(
+    /// A number in [0, 1).
+    Fraction(f64 = "f64"), |v| (0.0..1.0).contains(&v), "a number in [0, 1)"
+);
+checked!(
+    /// A sample length in tokens (at least 8: a prompt and a token of answer).
+    MaxLength(i64 = "i64"), |v| v >= 8, "a length of at least 8 tokens"
+);
+
+impl MaxLength {
+    pub fn tokens(self) -> usize {
+        self.0 as usize
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCfg {
-    /// Hub id (`Qwen/Qwen3-1.7B`), local HF directory, or `random:<preset>` (tiny, demo, 0.6b, 1.7b).
+    /// Hub id (`Qwen/Qwen3-1.7B`), local HF directory, or `random:<preset>` (tiny, demo, 0.6b, 1.7b, 4b).
     pub path: String,
-    #[serde(default = "default_source")]
-    pub source: String,
-    #[serde(default = "default_dtype")]
-    pub dtype: String,
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub source: hub::Source,
+    #[serde(default = "d_dtype")]
+    pub dtype: DType,
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -22,82 +94,109 @@ pub struct ModelCfg {
 pub struct DataCfg {
     pub train_file: PathBuf,
     pub val_file: Option<PathBuf>,
-    #[serde(default = "default_template")]
-    pub template: String,
-    #[serde(default = "default_max_length")]
-    pub max_length: usize,
+    #[serde(default = "d_template")]
+    pub template: Template,
+    #[serde(default = "d_max_length")]
+    pub max_length: MaxLength,
     /// Defaults to the recipe's prompt.
     pub system_prompt: Option<String>,
     /// `tokenizer.json` (or its directory); defaults to the model directory's.
     pub tokenizer: Option<PathBuf>,
 }
 
+/// What training changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Every parameter.
+    Full,
+    /// LoRA adapters on a frozen base.
+    Lora,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Full => "full",
+            Method::Lora => "lora",
+        })
+    }
+}
+
+/// Precision of AdamW's moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimStateDtype {
+    /// fp32 moments whatever the parameter dtype (8 bytes per trainable parameter).
+    Fp32,
+    /// The parameter's dtype, as torch keeps them.
+    Param,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainCfg {
-    pub method: String,
+    pub method: Method,
     pub output_dir: PathBuf,
     #[serde(default = "d_epochs")]
-    pub epochs: f64,
+    pub epochs: Positive,
     /// Stops after this many optimizer steps when set (overrides epochs, as in transformers).
-    pub max_steps: Option<i64>,
+    pub max_steps: Option<Count>,
     #[serde(default = "d_one")]
-    pub batch_size: i64,
+    pub batch_size: Count,
     #[serde(default = "d_four")]
-    pub grad_accum: i64,
+    pub grad_accum: Count,
     #[serde(default = "d_lr")]
-    pub lr: f64,
-    #[serde(default)]
-    pub warmup_steps: i64,
-    #[serde(default)]
-    pub weight_decay: f64,
+    pub lr: Positive,
+    #[serde(default = "d_zero_steps")]
+    pub warmup_steps: Steps,
+    #[serde(default = "d_zero")]
+    pub weight_decay: NonNegative,
     #[serde(default = "d_one_f")]
-    pub max_grad_norm: f64,
+    pub max_grad_norm: NonNegative,
     #[serde(default = "d_ten")]
-    pub logging_steps: i64,
+    pub logging_steps: Count,
     #[serde(default = "d_eval")]
-    pub eval_steps: i64,
+    pub eval_steps: Count,
     #[serde(default = "d_save")]
-    pub save_steps: i64,
-    pub save_total_limit: Option<usize>,
+    pub save_steps: Count,
+    pub save_total_limit: Option<Count>,
     #[serde(default = "d_true")]
     pub gradient_checkpointing: bool,
     /// How many decoder layers to recompute when checkpointing (default: all). Fewer is faster and
     /// uses more memory; `--dry-run` shows the trade.
-    pub checkpoint_layers: Option<i64>,
+    pub checkpoint_layers: Option<Steps>,
     #[serde(default = "d_seed")]
     pub seed: i64,
     /// Shuffle the training set each epoch (false = file order, for reproducing a reference run).
     #[serde(default = "d_true")]
     pub shuffle: bool,
-    /// Precision of AdamW's moments: fp32 (default) or the parameter dtype (`param`, as torch does).
     #[serde(default = "d_optim_dtype")]
-    pub optim_state_dtype: String,
+    pub optim_state_dtype: OptimStateDtype,
     #[serde(default = "d_betas")]
-    pub adam_betas: [f64; 2],
+    pub adam_betas: [Fraction; 2],
     #[serde(default = "d_eps")]
-    pub adam_eps: f64,
-    /// Rows of the LM head evaluated at once (bounds the fp32 logits kept in memory).
+    pub adam_eps: Positive,
     #[serde(default = "d_chunk")]
-    pub loss_chunk: i64,
+    pub loss_chunk: Count,
     /// Validation questions answered and logged ("Prediction") at the end of training.
     #[serde(default = "d_predictions")]
     pub predictions: usize,
     #[serde(default = "d_pred_tokens")]
-    pub prediction_max_new_tokens: i64,
+    pub prediction_max_new_tokens: Count,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoraCfg {
     #[serde(default = "d_r")]
-    pub r: i64,
+    pub r: Count,
     #[serde(default = "d_alpha")]
-    pub alpha: f64,
-    #[serde(default)]
-    pub dropout: f64,
+    pub alpha: Positive,
+    #[serde(default = "d_dropout")]
+    pub dropout: Fraction,
     #[serde(default = "d_targets")]
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     #[serde(default)]
     pub rslora: bool,
     /// Start from this peft adapter's weights instead of a fresh adapter (continue training).
@@ -109,7 +208,7 @@ impl Default for LoraCfg {
         LoraCfg {
             r: d_r(),
             alpha: d_alpha(),
-            dropout: 0.0,
+            dropout: d_dropout(),
             targets: d_targets(),
             rslora: false,
             adapter: None,
@@ -126,47 +225,47 @@ pub struct RunConfig {
     #[serde(default)]
     pub lora: LoraCfg,
     #[serde(default)]
-    pub swanlab: crate::log::swanlab::SwanlabSettings,
+    pub swanlab: SwanlabSettings,
 }
 
-fn default_source() -> String {
-    "modelscope".into()
+fn d_dtype() -> DType {
+    DType::Bf16
 }
-fn default_dtype() -> String {
-    "bf16".into()
+fn d_template() -> Template {
+    Template::Qwen3
 }
-fn default_device() -> String {
-    "auto".into()
+fn d_max_length() -> MaxLength {
+    MaxLength(2048)
 }
-fn default_template() -> String {
-    "qwen3".into()
+fn d_epochs() -> Positive {
+    Positive(2.0)
 }
-fn default_max_length() -> usize {
-    2048
+fn d_one() -> Count {
+    Count(1)
 }
-fn d_epochs() -> f64 {
-    2.0
+fn d_four() -> Count {
+    Count(4)
 }
-fn d_one() -> i64 {
-    1
+fn d_lr() -> Positive {
+    Positive(1e-4)
 }
-fn d_four() -> i64 {
-    4
+fn d_zero_steps() -> Steps {
+    Steps(0)
 }
-fn d_lr() -> f64 {
-    1e-4
+fn d_zero() -> NonNegative {
+    NonNegative(0.0)
 }
-fn d_one_f() -> f64 {
-    1.0
+fn d_one_f() -> NonNegative {
+    NonNegative(1.0)
 }
-fn d_ten() -> i64 {
-    10
+fn d_ten() -> Count {
+    Count(10)
 }
-fn d_eval() -> i64 {
-    100
+fn d_eval() -> Count {
+    Count(100)
 }
-fn d_save() -> i64 {
-    400
+fn d_save() -> Count {
+    Count(400)
 }
 fn d_true() -> bool {
     true
@@ -174,45 +273,36 @@ fn d_true() -> bool {
 fn d_seed() -> i64 {
     42
 }
-fn d_optim_dtype() -> String {
-    "fp32".into()
+fn d_optim_dtype() -> OptimStateDtype {
+    OptimStateDtype::Fp32
 }
-fn d_betas() -> [f64; 2] {
-    [0.9, 0.999]
+fn d_betas() -> [Fraction; 2] {
+    [Fraction(0.9), Fraction(0.999)]
 }
-fn d_eps() -> f64 {
-    1e-8
+fn d_eps() -> Positive {
+    Positive(1e-8)
 }
-fn d_chunk() -> i64 {
-    crate::train::loss::DEFAULT_CHUNK
+fn d_chunk() -> Count {
+    Count(DEFAULT_LOSS_CHUNK)
 }
 fn d_predictions() -> usize {
     3
 }
-fn d_pred_tokens() -> i64 {
-    512
+fn d_pred_tokens() -> Count {
+    Count(512)
 }
-fn d_r() -> i64 {
-    8
+fn d_r() -> Count {
+    Count(8)
 }
-fn d_alpha() -> f64 {
-    32.0
+fn d_alpha() -> Positive {
+    Positive(32.0)
 }
-fn d_targets() -> Vec<String> {
-    ["q_proj", "k_proj", "v_proj", "o_proj"]
-        .map(String::from)
-        .to_vec()
+fn d_dropout() -> Fraction {
+    Fraction(0.0)
 }
-
-const LORA_MODULES: &[&str] = &[
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+fn d_targets() -> Vec<Target> {
+    vec![Target::QProj, Target::KProj, Target::VProj, Target::OProj]
+}
 
 /// Applies `section.key=value`: the value is read as TOML when it parses as one
 /// (`2e-4`, `true`, `["q_proj"]`), else taken as a plain string (`lora`, `runs/x`).
@@ -225,6 +315,11 @@ pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<()> {
         .split_once('.')
         .with_context(|| format!("--set `{set}`: key must be section.key, e.g. train.lr"))?;
     let value = value.trim();
+    if value.contains(['\n', '\r']) {
+        bail!(
+            "--set `{key}`: the value spans lines; give one line (a TOML value or a plain string)"
+        );
+    }
     let parsed = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
@@ -240,8 +335,8 @@ pub fn apply_set(table: &mut toml::Table, set: &str) -> Result<()> {
 }
 
 impl RunConfig {
-    /// Reads the TOML file, applies `--set` overrides, deserialises (unknown keys are errors naming
-    /// them) and validates every value.
+    /// Reads the TOML file, applies `--set` overrides, deserialises (unknown keys and bad values
+    /// are errors naming them) and checks the rules that join fields.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -266,22 +361,18 @@ impl RunConfig {
         fn section<T: serde::de::DeserializeOwned>(
             t: &mut toml::Table,
             name: &str,
-            required: bool,
         ) -> Result<Option<T>> {
-            match t.remove(name) {
-                Some(v) => Ok(Some(
-                    v.try_into().map_err(|e| anyhow::anyhow!("[{name}]: {e}"))?,
-                )),
-                None if required => bail!("missing section [{name}]"),
-                None => Ok(None),
-            }
+            t.remove(name)
+                .map(|v| v.try_into().map_err(|e| anyhow::anyhow!("[{name}]: {e}")))
+                .transpose()
         }
+        let required = |name: &str| anyhow::anyhow!("missing section [{name}]");
         let mut cfg = RunConfig {
-            model: section(&mut table, "model", true)?.unwrap(),
-            data: section(&mut table, "data", true)?.unwrap(),
-            train: section(&mut table, "train", true)?.unwrap(),
-            lora: section(&mut table, "lora", false)?.unwrap_or_default(),
-            swanlab: section(&mut table, "swanlab", false)?.unwrap_or_default(),
+            model: section(&mut table, "model")?.ok_or_else(|| required("model"))?,
+            data: section(&mut table, "data")?.ok_or_else(|| required("data"))?,
+            train: section(&mut table, "train")?.ok_or_else(|| required("train"))?,
+            lora: section(&mut table, "lora")?.unwrap_or_default(),
+            swanlab: section(&mut table, "swanlab")?.unwrap_or_default(),
         };
         // `--set data.val_file=` (empty) turns evaluation off.
         cfg.data.val_file = cfg.data.val_file.filter(|p| !p.as_os_str().is_empty());
@@ -289,97 +380,30 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// The rules that join two fields (each field's own range is its type's).
     fn validate(&self) -> Result<()> {
-        let (m, d, t, l) = (&self.model, &self.data, &self.train, &self.lora);
-        crate::model::parse_dtype(&m.dtype).context("model.dtype")?;
-        if !matches!(m.device.as_str(), "auto" | "cpu" | "cuda") && !m.device.starts_with("cuda:") {
-            bail!("model.device = `{}`: use auto, cpu or cuda", m.device);
+        let t = &self.train;
+        if t.output_dir.as_os_str().is_empty() {
+            bail!("train.output_dir is empty: name a directory for the run");
         }
-        if !matches!(m.source.as_str(), "hf" | "modelscope") {
-            bail!("model.source = `{}`: use hf or modelscope", m.source);
+        if self.train.method == Method::Lora && self.lora.targets.is_empty() {
+            bail!("lora.targets is empty: name at least one projection to adapt");
         }
-        if !matches!(d.template.as_str(), "qwen3" | "reference") {
-            bail!("data.template = `{}`: use qwen3 or reference", d.template);
+        if self.lora.adapter.is_some() && self.train.method != Method::Lora {
+            bail!("lora.adapter is set but train.method = \"full\": use method = \"lora\" to continue an adapter");
         }
-        if d.max_length < 8 {
-            bail!("data.max_length = {}: must be at least 8", d.max_length);
-        }
-        if !matches!(t.method.as_str(), "full" | "lora") {
-            bail!("train.method = `{}`: use full or lora", t.method);
-        }
-        let positive = [
-            ("train.batch_size", t.batch_size),
-            ("train.grad_accum", t.grad_accum),
-            ("train.logging_steps", t.logging_steps),
-            ("train.eval_steps", t.eval_steps),
-            ("train.save_steps", t.save_steps),
-            ("train.loss_chunk", t.loss_chunk),
-        ];
-        for (k, v) in positive {
-            if v < 1 {
-                bail!("{k} = {v}: must be at least 1");
-            }
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            bail!("train.lr = {}: must be a positive number", t.lr);
-        }
-        if t.max_steps.is_none() && t.epochs <= 0.0 {
-            bail!(
-                "train.epochs = {}: must be positive (or set train.max_steps)",
-                t.epochs
-            );
-        }
-        if t.max_steps.is_some_and(|s| s < 1)
-            || t.warmup_steps < 0
-            || t.weight_decay < 0.0
-            || t.max_grad_norm < 0.0
-        {
-            bail!("train.max_steps, warmup_steps, weight_decay and max_grad_norm must not be negative");
-        }
-        if t.checkpoint_layers.is_some_and(|n| n < 0) {
-            bail!("train.checkpoint_layers must not be negative");
-        }
-        if !matches!(t.optim_state_dtype.as_str(), "fp32" | "param") {
-            bail!(
-                "train.optim_state_dtype = `{}`: use fp32 or param",
-                t.optim_state_dtype
-            );
-        }
-        if !(0.0..1.0).contains(&t.adam_betas[0])
-            || !(0.0..1.0).contains(&t.adam_betas[1])
-            || t.adam_eps <= 0.0
-        {
-            bail!("train.adam_betas must be in [0, 1) and train.adam_eps positive");
-        }
-        if t.method == "lora" {
-            if l.r < 1 || l.alpha <= 0.0 || !(0.0..1.0).contains(&l.dropout) {
-                bail!("lora.r must be >= 1, lora.alpha > 0 and lora.dropout in [0, 1)");
-            }
-            if l.targets.is_empty() {
-                bail!("lora.targets is empty");
-            }
-            if let Some(bad) = l
-                .targets
-                .iter()
-                .find(|x| !LORA_MODULES.contains(&x.as_str()))
-            {
-                bail!(
-                    "lora.targets: unknown module `{bad}` (choose from {})",
-                    LORA_MODULES.join(", ")
-                );
-            }
-        }
-        self.swanlab.resolve().context("[swanlab]")?;
         Ok(())
     }
 
-    pub fn lora_config(&self) -> Option<crate::model::LoraConfig> {
-        (self.train.method == "lora").then(|| crate::model::LoraConfig {
-            r: self.lora.r,
-            alpha: self.lora.alpha,
-            dropout: self.lora.dropout,
-            targets: self.lora.targets.clone(),
-            rslora: self.lora.rslora,
+    /// The LoRA adapters to build, for `method = "lora"`.
+    pub fn lora_config(&self) -> Option<LoraConfig> {
+        let l = &self.lora;
+        (self.train.method == Method::Lora).then(|| LoraConfig {
+            r: l.r.get(),
+            alpha: l.alpha.get(),
+            dropout: l.dropout.get(),
+            targets: l.targets.iter().map(|t| t.as_str().to_string()).collect(),
+            rslora: l.rslora,
         })
     }
 }

@@ -14,11 +14,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Which hub serves hub ids.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Source {
     #[default]
     Modelscope,
     Hf,
+}
+
+impl std::str::FromStr for Source {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Source> {
+        match s {
+            "modelscope" => Ok(Source::Modelscope),
+            "hf" => Ok(Source::Hf),
+            other => bail!("unknown hub `{other}`: use modelscope or hf"),
+        }
+    }
 }
 
 /// What kind of repository an id names (they live under different URLs and cache folders).
@@ -329,21 +341,4 @@ pub fn resolve_model_with(name: &str, source: Source, cfg: &HubConfig) -> Result
         );
     }
     Ok(dir)
-}
-
-/// `qwen3-sft download`: fetch a model into the hub cache and print its local directory.
-#[derive(clap::Args, Debug)]
-pub struct DownloadArgs {
-    /// Hub id (Qwen/Qwen3-1.7B) or a local directory.
-    #[arg(long)]
-    pub model: String,
-    /// Hub serving the id.
-    #[arg(long, value_enum, default_value_t = Source::Modelscope)]
-    pub source: Source,
-}
-
-pub fn run_download(args: &DownloadArgs) -> Result<()> {
-    let dir = resolve_model(&args.model, args.source)?;
-    println!("{}", dir.display());
-    Ok(())
 }

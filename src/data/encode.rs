@@ -23,10 +23,11 @@ pub const MAX_LENGTH: usize = 2048;
 pub const IGNORE_INDEX: i64 = -100;
 
 /// The sample layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Template {
     /// The seed tutorial's `process_func` (ends with `<|endoftext|>`, `<think>` without newlines).
+    #[serde(alias = "tutorial")]
     Reference,
     /// Qwen3's official chat template (ends with `<|im_end|>\n`), matching inference.
     Qwen3,
@@ -158,4 +159,34 @@ impl<'a> Encoder<'a> {
         let text = chat::render(&self.prompt_messages(question), true, enable_thinking)?;
         self.tok.encode(&text)
     }
+}
+
+/// Reads and encodes a data file with `encoder`; reports truncated samples and drops those left
+/// without a single label token (nothing to learn from them). `what` names the set in the report.
+pub fn encode_file(encoder: &Encoder, path: &std::path::Path, what: &str) -> Result<Vec<Encoded>> {
+    let (rows, _) = crate::data::rows::read_rows(path, false)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let (mut truncated, mut empty) = (0, 0);
+    for r in &rows {
+        let e = encoder
+            .encode(r.question(), r.think(), r.answer())
+            .with_context(|| format!("{}:{}: cannot encode", path.display(), r.line()))?;
+        truncated += e.truncated() as usize;
+        if crate::data::batch::label_count(&e.labels) == 0 {
+            empty += 1;
+            continue;
+        }
+        out.push(e);
+    }
+    let dropped = match empty {
+        0 => String::new(),
+        n => format!(", {n} dropped with no label token left"),
+    };
+    println!(
+        "{what}: {} samples from {} ({truncated} truncated to {} tokens{dropped})",
+        out.len(),
+        path.display(),
+        encoder.max_len,
+    );
+    Ok(out)
 }

@@ -9,5 +9,4 @@ pub mod rows;
 pub mod split;
 pub mod stats;
 pub mod tiktoken;
-pub mod tokcli;
 pub mod tokenizer;

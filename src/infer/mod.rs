@@ -1,8 +1,6 @@
-//! Inference: generation with a KV cache (greedy and sampling) on the training model code, the
-//! `generate`, `chat` and `merge` subcommands. The trainer's end-of-training predictions call
+//! Inference: generation with a KV cache (greedy and sampling) on the training model code, and
+//! merging an adapter into its base (the `generate`, `chat` and `merge` commands use them). The trainer's end-of-training predictions call
 //! `generate` with prompts from `text::prompt_ids` and decode them with `text::Completion`.
-pub mod chat;
-pub mod cli;
 pub mod config;
 pub mod generate;
 pub mod merge;

@@ -5,6 +5,7 @@
 //! The draw uses this module's own seeded generator (xoshiro256**), so a seed reproduces a run
 //! exactly and nothing else in the process (dropout, init) moves it. The same seed does not give
 //! the tokens torch's `multinomial` would: only the filtered distribution is transformers'.
+use crate::data::batch::SplitMix;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
@@ -52,15 +53,8 @@ pub struct Rng([u64; 4]);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        let mut z = seed;
-        let mut next = || {
-            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            x ^ (x >> 31)
-        };
-        Rng([next(), next(), next(), next()])
+        let mut s = SplitMix::new(seed);
+        Rng([s.next_u64(), s.next_u64(), s.next_u64(), s.next_u64()])
     }
 
     pub fn next_u64(&mut self) -> u64 {

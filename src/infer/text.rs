@@ -4,26 +4,27 @@
 //! (mirrors transformers' `generation/streamers.py::TextStreamer`), the reasoning dimmed under a
 //! "思考" (thinking) header.
 use crate::data::chat::{self, Message};
+use crate::data::encode::{Encoder, Template};
 use crate::data::tokenizer::{QwenTokenizer, END_THINK, THINK};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
 use std::io::Write;
 
-/// The prompt ids for one question: an optional system turn, the user turn and the generation
-/// prompt (`apply_chat_template(messages, add_generation_prompt=True)`). `enable_thinking:
-/// Some(false)` pre-fills an empty reasoning block, as Qwen3's template does.
+/// The prompt ids for one question: an optional system turn ("" is none), the user turn and the
+/// generation prompt, as [`Encoder::generation_prompt`] builds them for the trainer's predictions.
+/// `enable_thinking: Some(false)` pre-fills an empty reasoning block, as Qwen3's template does.
 pub fn prompt_ids(
     tok: &QwenTokenizer,
     system: Option<&str>,
     question: &str,
     enable_thinking: Option<bool>,
 ) -> Result<Vec<i64>> {
-    let mut messages = Vec::with_capacity(2);
-    if let Some(s) = system.filter(|s| !s.is_empty()) {
-        messages.push(Message::system(s));
-    }
-    messages.push(Message::user(question));
-    chat_prompt_ids(tok, &messages, enable_thinking)
+    let encoder = Encoder {
+        system: system.filter(|s| !s.is_empty()).map(str::to_string),
+        ..Encoder::new(tok, Template::Qwen3)
+    };
+    let ids = encoder.generation_prompt(question, enable_thinking)?;
+    Ok(ids.into_iter().map(i64::from).collect())
 }
 
 /// The prompt ids for a whole conversation ending with a user turn.

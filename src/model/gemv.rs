@@ -8,9 +8,9 @@
 //! memory speed. Accumulation is fp32 and each output is rounded to bf16 (nearest even), as libtorch
 //! does; only the order of the summation differs.
 //!
-//! [`linear`] uses it for [`crate::model::lora::Linear`] and the head when [`applies`]: CPU,
-//! bf16 input and weight, at most [`MAX_ROWS`] rows, and no autograd graph to record. Anything
-//! else goes to libtorch.
+//! Generation installs it ([`decoding`], on its own thread, under `no_grad`); while installed,
+//! [`linear`] uses it for the model's projections and head when [`applies`]: CPU, bf16 input and
+//! weight, at most [`MAX_ROWS`] rows. Everything else, training included, is plain libtorch.
 use rayon::prelude::*;
 use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
@@ -35,14 +35,10 @@ fn avx2_fma() -> bool {
     false
 }
 
-/// Whether autograd records operations now (tch has no getter: set and restore).
-fn grad_enabled() -> bool {
-    // SAFETY: plain FFI calls into libtorch's thread-local grad mode; the previous value is restored.
-    unsafe {
-        let prev = torch_sys::at_grad_set_enabled(0);
-        torch_sys::at_grad_set_enabled(prev);
-        prev != 0
-    }
+thread_local! {
+    /// Set on the decoding thread while a [`decoding`] guard lives: only then does [`linear`]
+    /// consider this kernel, so training and every other forward are plain libtorch.
+    static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The threads libtorch computes with (`OMP_NUM_THREADS`, or `tch::set_num_threads`).
@@ -64,6 +60,7 @@ pub struct Exclusive {
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
+        INSTALLED.with(|i| i.set(false));
         tch::set_num_threads(self.torch_threads);
     }
 }
@@ -81,10 +78,12 @@ pub fn decoding(device: Device, kind: Kind, rows: usize) -> Option<Exclusive> {
     pool();
     let torch_threads = tch::get_num_threads();
     tch::set_num_threads(1);
+    INSTALLED.with(|i| i.set(true));
     Some(Exclusive { torch_threads })
 }
 
-/// `x (.., K)` and `w (N, K)` that this module computes: see the module header.
+/// `x (.., K)` and `w (N, K)` that this module computes: see the module header. Generation
+/// installs it under `no_grad` ([`decoding`]), so no autograd graph is ever skipped.
 pub fn applies(x: &Tensor, w: &Tensor) -> bool {
     x.device() == Device::Cpu
         && x.kind() == Kind::BFloat16
@@ -93,14 +92,13 @@ pub fn applies(x: &Tensor, w: &Tensor) -> bool {
         && w.is_contiguous()
         && x.numel() as i64 <= MAX_ROWS * w.size()[1]
         && x.size().last() == Some(&w.size()[1])
-        && (!grad_enabled() || (!x.requires_grad() && !w.requires_grad()))
         && avx2_fma()
 }
 
 /// `x @ w^T` without bias for the model's projections and head: this module's kernel where it
 /// [`applies`], libtorch's `linear` otherwise.
 pub fn linear(x: &Tensor, w: &Tensor) -> Tensor {
-    if applies(x, w) {
+    if INSTALLED.with(|i| i.get()) && applies(x, w) {
         matvec(x, w)
     } else {
         x.linear::<&Tensor>(w, None)

@@ -7,6 +7,33 @@
 use super::gemv::linear;
 use tch::{nn, Kind, Tensor};
 
+/// The projections LoRA can adapt (peft's `target_modules` for Qwen3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    QProj,
+    KProj,
+    VProj,
+    OProj,
+    GateProj,
+    UpProj,
+    DownProj,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::QProj => "q_proj",
+            Target::KProj => "k_proj",
+            Target::VProj => "v_proj",
+            Target::OProj => "o_proj",
+            Target::GateProj => "gate_proj",
+            Target::UpProj => "up_proj",
+            Target::DownProj => "down_proj",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
     pub r: i64,

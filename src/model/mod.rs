@@ -3,13 +3,17 @@ pub mod cache;
 pub mod config;
 pub mod gemv;
 pub mod lora;
+pub mod open;
 pub mod qwen3;
+pub mod spec;
 pub mod weights;
 
 pub use cache::LayerCache;
 pub use config::Config;
 pub use lora::LoraConfig;
+pub use open::{open, Base, ModelSpec, Opened};
 pub use qwen3::Qwen3;
+pub use spec::{DType, DeviceSpec};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
@@ -262,31 +266,4 @@ pub fn read_adapter_config(dir: &Path) -> Result<(LoraConfig, String)> {
         .unwrap_or("")
         .to_string();
     Ok((cfg, base))
-}
-
-/// Parses `fp32`/`bf16` (and the HF spellings) into a tch kind.
-pub fn parse_dtype(s: &str) -> Result<Kind> {
-    Ok(match s {
-        "fp32" | "float32" | "f32" => Kind::Float,
-        "bf16" | "bfloat16" => Kind::BFloat16,
-        other => anyhow::bail!("unknown dtype `{other}`: use fp32 or bf16"),
-    })
-}
-
-/// `auto` means CUDA when libtorch sees a GPU, else CPU.
-pub fn parse_device(s: &str) -> Result<Device> {
-    Ok(match s {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" => {
-            if !tch::Cuda::is_available() {
-                anyhow::bail!("device `cuda` requested but libtorch sees no CUDA GPU");
-            }
-            Device::Cuda(0)
-        }
-        s if s.starts_with("cuda:") => {
-            Device::Cuda(s[5..].parse().context("bad CUDA device index")?)
-        }
-        other => anyhow::bail!("unknown device `{other}`: use auto, cpu or cuda"),
-    })
 }

@@ -4,9 +4,11 @@
 //! directory that is renamed into place, with `trainer_state.json` written last, so a checkpoint
 //! directory that exists is complete; a crash or SIGKILL leaves at most a stray temp directory.
 use super::optim::AdamW;
-use crate::model::{weights, Model};
+use crate::config::{Method, RunConfig};
+use crate::model::{weights, Config, Model};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,13 +23,135 @@ pub struct TrainerState {
     /// Fractional epoch, as the Trainer reports it.
     pub epoch_float: f64,
     pub seed: i64,
-    pub method: String,
+    pub method: Method,
     /// The model the run started from (hub id or directory).
     pub base_model: String,
+    /// What `--resume` checks (absent in checkpoints of earlier versions: then not checked).
+    #[serde(default)]
+    pub epochs: Option<f64>,
+    #[serde(default)]
+    pub model_shape: Option<String>,
+    #[serde(default)]
+    pub train_file: Option<String>,
+    #[serde(default)]
+    pub train_sha256: Option<String>,
+    #[serde(default)]
+    pub lora: Option<String>,
 }
 
-pub struct Saved {
-    pub dir: PathBuf,
+impl TrainerState {
+    /// The state of a run starting now (`max_steps` is filled in once the data is encoded).
+    pub fn fresh(cfg: &RunConfig, shape: &Config, max_steps: i64) -> Result<TrainerState> {
+        let f = &cfg.data.train_file;
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let lora = cfg.lora_config().map(|l| {
+            format!(
+                "r {}, alpha {}, rslora {}, targets {}",
+                l.r,
+                l.alpha,
+                l.rslora,
+                l.targets.join(",")
+            )
+        });
+        Ok(TrainerState {
+            global_step: 0,
+            max_steps,
+            epoch: 0,
+            batches_done: 0,
+            epoch_float: 0.0,
+            seed: cfg.train.seed,
+            method: cfg.train.method,
+            base_model: cfg.model.path.clone(),
+            epochs: Some(cfg.train.epochs.get()),
+            model_shape: Some(format!(
+                "vocab {}, hidden {}, intermediate {}, layers {}, heads {}/{}, head_dim {}, tied {}",
+                shape.vocab_size, shape.hidden_size, shape.intermediate_size, shape.num_hidden_layers,
+                shape.num_attention_heads, shape.num_key_value_heads, shape.head_dim, shape.tie_word_embeddings
+            )),
+            train_file: Some(f.display().to_string()),
+            train_sha256: Some(sha),
+            lora,
+        })
+    }
+
+    /// This saved state continued by the run `now`: its position, `now`'s identity and limits
+    /// (so the next checkpoint's trainer_state.json keeps no stale values).
+    pub fn continued_as(&self, now: &TrainerState) -> TrainerState {
+        TrainerState {
+            global_step: self.global_step,
+            epoch: self.epoch,
+            batches_done: self.batches_done,
+            epoch_float: self.epoch_float,
+            ..now.clone()
+        }
+    }
+}
+
+/// Refuses to continue checkpoint `dir` (state `saved`) with a run that trains something else;
+/// a changed length of the run is allowed and said.
+pub fn check_resume(dir: &Path, saved: &TrainerState, now: &TrainerState) -> Result<()> {
+    let differ = |what: &str, was: &str, is: &str| {
+        anyhow::anyhow!(
+            "--resume {}: the checkpoint was trained with {what} {was}, this run has {is}; resume with the run's own config, or train into a new train.output_dir",
+            dir.display()
+        )
+    };
+    if saved.method != now.method {
+        return Err(differ(
+            "train.method",
+            &saved.method.to_string(),
+            &now.method.to_string(),
+        ));
+    }
+    if saved.base_model != now.base_model {
+        return Err(differ("model.path", &saved.base_model, &now.base_model));
+    }
+    let pairs = [
+        ("the model shape", &saved.model_shape, &now.model_shape),
+        ("LoRA", &saved.lora, &now.lora),
+        (
+            "training data sha256",
+            &saved.train_sha256,
+            &now.train_sha256,
+        ),
+    ];
+    for (what, was, is) in pairs {
+        if let (Some(was), Some(is)) = (was, is) {
+            if was != is {
+                let (was, is) = if what.starts_with("training data") {
+                    let file = |s: &TrainerState| s.train_file.clone().unwrap_or_default();
+                    (
+                        format!("{was} ({})", file(saved)),
+                        format!("{is} ({})", file(now)),
+                    )
+                } else {
+                    (was.clone(), is.clone())
+                };
+                return Err(differ(what, &was, &is));
+            }
+        }
+    }
+    if let (Some(was), Some(is)) = (saved.epochs, now.epochs) {
+        if was != is {
+            println!("--resume: train.epochs changed from {was} to {is}");
+        }
+    }
+    if saved.max_steps != now.max_steps {
+        let (was, is) = (saved.max_steps, now.max_steps);
+        println!("--resume: the run now ends at step {is} (it was to end at {was})");
+    }
+    Ok(())
+}
+
+/// The state to continue from checkpoint `dir` with the run `now`, after [`check_resume`].
+pub fn resumed(dir: &Path, now: &TrainerState) -> Result<TrainerState> {
+    let saved = read_state(dir)?;
+    check_resume(dir, &saved, now)?;
+    Ok(saved.continued_as(now))
 }
 
 pub fn save(
@@ -36,7 +160,7 @@ pub fn save(
     opt: &AdamW,
     state: &TrainerState,
     side: Option<&Path>,
-) -> Result<Saved> {
+) -> Result<PathBuf> {
     let dir = out_dir.join(format!("checkpoint-{}", state.global_step));
     weights::write_dir_atomically(&dir, |tmp| {
         if model.lora.is_some() {
@@ -57,7 +181,7 @@ pub fn save(
         Ok(())
     })
     .with_context(|| format!("cannot write checkpoint {}", dir.display()))?;
-    Ok(Saved { dir })
+    Ok(dir)
 }
 
 /// Complete checkpoints in `out_dir`, oldest first.
@@ -90,10 +214,9 @@ pub fn prune(out_dir: &Path, limit: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint to resume from: `arg` itself when it is a checkpoint, else the newest complete
-/// one in `arg` (or the run's output directory).
-pub fn find(arg: Option<&Path>, out_dir: &Path) -> Result<PathBuf> {
-    let dir = arg.unwrap_or(out_dir);
+/// The checkpoint to resume from: `dir` itself when it is a checkpoint, else the newest complete
+/// one in `dir`.
+pub fn find(dir: &Path) -> Result<PathBuf> {
     if dir.join("trainer_state.json").exists() {
         return Ok(dir.to_path_buf());
     }

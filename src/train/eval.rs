@@ -1,12 +1,10 @@
 //! Evaluation loss: the mean cross-entropy over every label token of a data set (sum over tokens /
 //! number of label tokens, as transformers reports with `num_items_in_batch`), in file order,
 //! padded batches, no grad. The trainer's `eval/loss` and `qwen3-sft eval` are this function.
-use super::dataset::{Encoded, Setup};
 use super::loss;
 use crate::data::batch::collate;
+use crate::data::encode::Encoded;
 use crate::model::qwen3::Qwen3;
-use anyhow::Result;
-use std::path::PathBuf;
 
 /// `(mean loss, label tokens)`; batches are formed in file order, so the result does not depend
 /// on `batch_size` beyond floating-point summation order.
@@ -27,55 +25,4 @@ pub fn eval_loss(net: &Qwen3, data: &[Encoded], batch_size: i64, chunk: i64) -> 
         }
     });
     (sum / count.max(1) as f64, count)
-}
-
-#[derive(clap::Args, Debug)]
-pub struct EvalArgs {
-    /// HF model directory or hub id.
-    #[arg(long)]
-    pub model: String,
-    /// A peft LoRA adapter directory applied on top of the model.
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// JSONL (or JSON array) file with question/think/answer rows.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "qwen3")]
-    pub template: String,
-    #[arg(long, default_value_t = 2048)]
-    pub max_length: usize,
-    /// System prompt (default: the recipe's).
-    #[arg(long)]
-    pub system: Option<String>,
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: i64,
-    #[arg(long, default_value = "fp32")]
-    pub dtype: String,
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// tokenizer.json (or its directory) when the model directory has none.
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Print `{"loss", "tokens", "samples"}` as the last line.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run(args: &EvalArgs) -> Result<()> {
-    let setup = Setup::for_eval(args)?;
-    let data = setup.encode_file(&args.data, "eval")?;
-    let model = setup.load_model(None)?;
-    let (loss, tokens) = eval_loss(&model.net, &data, args.batch_size, loss::DEFAULT_CHUNK);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"loss": loss, "tokens": tokens, "samples": data.len()})
-        );
-    } else {
-        println!(
-            "eval loss {loss:.6} over {tokens} label tokens in {} samples",
-            data.len()
-        );
-    }
-    Ok(())
 }

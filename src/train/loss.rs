@@ -5,10 +5,11 @@
 //! before the next one: peak memory is `chunk x vocab x 4` bytes instead of `B x T x vocab x 4`.
 use tch::{Kind, Reduction, Tensor};
 
-pub const IGNORE: i64 = -100;
+/// The label that carries no loss (the data's `IGNORE_INDEX`).
+pub use crate::data::encode::IGNORE_INDEX as IGNORE;
 
 /// Rows of the head processed at once (512 x 151936 x 4 B = 311 MB per fp32 logits tensor).
-pub const DEFAULT_CHUNK: i64 = 512;
+pub use crate::config::DEFAULT_LOSS_CHUNK as DEFAULT_CHUNK;
 
 /// `labels (B, T)` shifted left by one so that position t is scored on token t+1; the last
 /// position gets -100.

@@ -186,3 +186,60 @@ pub fn rss_string() -> String {
     let (now, _) = rss_bytes();
     format!("rss {:.1} GB", now as f64 / 1e9)
 }
+
+/// `train --dry-run`: the budget of `cfg` on its configured device, which need not be present
+/// here, for a model shape read without downloading anything.
+pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
+    let shape = shape_of(&cfg.model.path)?;
+    let device = cfg.model.device.planned();
+    let t = &cfg.train;
+    let lora = cfg.lora_config();
+    let layers = shape.num_hidden_layers as usize;
+    let checkpoint_layers = t.checkpoint_layers.map(|n| n.get());
+    let recomputed = super::recompute::plan(layers, t.gradient_checkpointing, checkpoint_layers)
+        .iter()
+        .filter(|&&r| r)
+        .count();
+    let tokens = t.batch_size.get() * cfg.data.max_length.get();
+    let b = estimate(&Plan {
+        cfg: &shape,
+        kind: cfg.model.dtype.kind(),
+        lora: lora.as_ref(),
+        fp32_state: t.optim_state_dtype == crate::config::OptimStateDtype::Fp32,
+        tokens,
+        recomputed_layers: recomputed as i64,
+        chunk: t.loss_chunk.get(),
+        device,
+    });
+    Ok(format!(
+        "memory budget on {device:?}: {} ({:.3} B parameters, {}), {} x {} tokens, {recomputed} of {layers} layers recomputed\n{}",
+        cfg.model.path,
+        shape.num_params() as f64 / 1e9,
+        cfg.model.dtype,
+        t.batch_size.get(),
+        cfg.data.max_length.get(),
+        b.table()
+    ))
+}
+
+/// A local directory's config.json, a `random:` preset, or a released Qwen3 id (the presets have
+/// their shapes).
+fn shape_of(path: &str) -> anyhow::Result<Config> {
+    if let Some(p) = path.strip_prefix("random:") {
+        return crate::model::config::preset(p);
+    }
+    let dir = std::path::Path::new(path);
+    if dir.join("config.json").exists() {
+        return Config::from_file(&dir.join("config.json"));
+    }
+    let known = [
+        ("qwen3-0.6b", "0.6b"),
+        ("qwen3-1.7b", "1.7b"),
+        ("qwen3-4b", "4b"),
+    ];
+    let lower = path.to_lowercase();
+    match known.iter().find(|(id, _)| lower.ends_with(id)) {
+        Some((_, preset)) => crate::model::config::preset(preset),
+        None => anyhow::bail!("--dry-run needs the model's config.json: `{path}` is neither a local directory nor a known Qwen3 id"),
+    }
+}

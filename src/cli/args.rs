@@ -1,0 +1,118 @@
+//! Flags several commands share: which model to open (`--model --adapter --tokenizer --dtype
+//! --device --source`, one set of defaults for eval, generate, chat and merge) and how to sample.
+use crate::data::tokenizer::QwenTokenizer;
+use crate::hub::Source;
+use crate::infer::{GenOptions, GenerationConfig};
+use crate::model::open::Resolved;
+use crate::model::{self, DType, DeviceSpec, ModelSpec};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// HF model directory, hub id (Qwen/Qwen3-1.7B) or random:<preset>
+    #[arg(long)]
+    pub model: String,
+    /// peft LoRA adapter directory applied on top of --model (unmerged)
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// tokenizer.json, or a directory holding one [default: the model's, else the adapter's]
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// fp32, bf16, or auto (the dtype the checkpoint is stored in)
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// auto (CUDA when available), cpu, cuda, cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
+    /// Hub serving hub ids: modelscope or hf
+    #[arg(long, default_value = "modelscope")]
+    pub source: Source,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> Result<ModelSpec> {
+        let dtype = match self.dtype.as_str() {
+            "auto" => None,
+            s => Some(s.parse::<DType>().context("--dtype")?),
+        };
+        Ok(ModelSpec {
+            source: self.source,
+            dtype,
+            device: self.device,
+            adapter: self.adapter.clone(),
+            tokenizer: self.tokenizer.clone(),
+            ..ModelSpec::new(self.model.clone())
+        })
+    }
+
+    /// The model located and checked, weights not yet read.
+    pub fn resolve(&self) -> Result<Resolved> {
+        model::open::resolve(&self.spec()?)
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Argmax decoding (overrides the model's generation_config.json)
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    pub greedy: bool,
+    /// Sampling temperature (turns sampling on) [default: generation_config.json, else 1.0]
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Keep the K most likely tokens, 0 = off (turns sampling on) [default: generation_config.json, else 50]
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Keep the smallest set with probability mass P (turns sampling on) [default: generation_config.json, else 1.0]
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sampling seed [default: random, printed with --json]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// [default: generation_config.json's, else 2048]
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+}
+
+impl SamplingArgs {
+    /// The options for a model with generation config `cfg`, these flags applied over it.
+    pub fn options(&self, cfg: &GenerationConfig) -> Result<GenOptions> {
+        let mut o = GenOptions::from_config(cfg);
+        let s = &mut o.sampling;
+        if self.greedy {
+            s.do_sample = false;
+        } else if self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some() {
+            s.do_sample = true;
+        }
+        s.temperature = self.temperature.unwrap_or(s.temperature);
+        s.top_k = self.top_k.unwrap_or(s.top_k);
+        s.top_p = self.top_p.unwrap_or(s.top_p);
+        s.validate().context("sampling flags")?;
+        o.max_new_tokens = self.max_new_tokens.unwrap_or(o.max_new_tokens);
+        if o.max_new_tokens == 0 {
+            bail!("--max-new-tokens must be at least 1");
+        }
+        o.seed = match self.seed {
+            Some(s) => s,
+            None => {
+                let mut b = [0u8; 8];
+                getrandom::getrandom(&mut b).context("drawing a random seed")?;
+                u64::from_le_bytes(b)
+            }
+        };
+        Ok(o)
+    }
+}
+
+/// The model's generation_config.json (and config.json's ids), else the defaults.
+pub fn generation_config(r: &Resolved) -> Result<GenerationConfig> {
+    match r.dir() {
+        Some(d) => GenerationConfig::from_model_dir(d),
+        None => Ok(GenerationConfig::default()),
+    }
+}
+
+/// The tokenizer of a resolved model.
+pub fn tokenizer(r: &Resolved) -> Result<QwenTokenizer> {
+    QwenTokenizer::load(r.tokenizer_file()?)
+}

@@ -1,0 +1,438 @@
+//! The Trainer (what transformers' `Trainer.train` does for the seed's recipe): state plus `step`,
+//! `evaluate`, `save` and `finish`, and a loop that reads top to bottom. Gradient accumulation is
+//! normalised by the label tokens of the whole window, AdamW clips and follows a linear schedule,
+//! checkpoints resume exactly, and values go to the progress bar, `metrics.jsonl` and SwanLab.
+use super::checkpoint::{self, TrainerState};
+use super::progress::{LogWindow, Progress};
+use super::{eval, loss, optim, predict, recompute};
+use crate::config::{Method, OptimStateDtype, RunConfig};
+use crate::data::batch::{collate, epoch_batches};
+use crate::data::encode::{encode_file, Encoded, Encoder, SYSTEM_PROMPT};
+use crate::data::tokenizer::QwenTokenizer;
+use crate::log::{metrics::MetricsLog, swanlab};
+use crate::model::{self, ModelSpec, Opened};
+use anyhow::{bail, Context, Result};
+use optim::AdamW;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Where `--resume` continues from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resume {
+    /// The newest complete checkpoint in the run's output directory.
+    Latest,
+    /// A checkpoint directory, or a run directory whose newest checkpoint is taken.
+    From(PathBuf),
+}
+
+/// How the run ended.
+pub enum Outcome {
+    Finished { final_dir: PathBuf },
+    Interrupted { checkpoint: PathBuf },
+}
+
+/// Runs `qwen3-sft train`: until `max_steps`, or until `stop` is raised (then a checkpoint).
+pub fn train(cfg: &RunConfig, resume: Option<Resume>, stop: &AtomicBool) -> Result<Outcome> {
+    let mut trainer = Trainer::new(cfg, resume)?;
+    let result = trainer.run(stop);
+    trainer.finish(&result)?;
+    result
+}
+
+pub struct Trainer<'a> {
+    cfg: &'a RunConfig,
+    opened: Opened,
+    tokenizer: QwenTokenizer,
+    train_set: Vec<Encoded>,
+    val_set: Vec<Encoded>,
+    opt: AdamW,
+    state: TrainerState,
+    recompute: Vec<bool>,
+    head_loss: loss::ChunkedLoss,
+    metrics: MetricsLog,
+    run: Option<swanlab::Run>,
+    /// The epoch whose batch order `batches` holds (computed once per epoch).
+    order: Option<(i64, Vec<Vec<usize>>)>,
+    window: LogWindow,
+    progress: Progress,
+}
+
+impl<'a> Trainer<'a> {
+    fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+        let t = &self.cfg.train; // the config outlives the trainer: no borrow of `self`
+        while self.state.global_step < self.state.max_steps {
+            self.step()?;
+            let step = self.state.global_step;
+            let last = step == self.state.max_steps;
+            if step % t.logging_steps.get() == 0 || last {
+                self.log_train()?;
+            }
+            if !self.val_set.is_empty() && (step % t.eval_steps.get() == 0 || last) {
+                self.evaluate()?;
+            }
+            let interrupted = stop.load(Ordering::SeqCst);
+            if step % t.save_steps.get() == 0 || interrupted {
+                let dir = self.save()?;
+                if interrupted {
+                    return Ok(Outcome::Interrupted { checkpoint: dir });
+                }
+            }
+        }
+        self.save_final()
+    }
+
+    /// Loads everything a run needs. The cheap checks come first (model located, data encoded, a
+    /// resumed checkpoint compared with this run), then SwanLab (a missing API key fails before
+    /// minutes of weight loading), then the weights.
+    pub fn new(cfg: &'a RunConfig, resume: Option<Resume>) -> Result<Self> {
+        let t = &cfg.train;
+        let base = base_spec(cfg);
+        let resolved = model::open::resolve(&base)?;
+        let tokenizer = QwenTokenizer::load(resolved.tokenizer_file()?)?;
+        let (train_set, val_set) = encode_sets(cfg, &tokenizer)?;
+        let spe = steps_per_epoch(train_set.len(), cfg);
+        let max_steps = t
+            .max_steps
+            .map_or((t.epochs.get() * spe as f64).ceil() as i64, |s| s.get());
+        let mut state = TrainerState::fresh(cfg, &resolved.config, max_steps)?;
+        let resume_dir = match resume {
+            Some(Resume::Latest) => Some(checkpoint::find(&t.output_dir)?),
+            Some(Resume::From(dir)) => Some(checkpoint::find(&dir)?),
+            None => None,
+        };
+        if let Some(dir) = &resume_dir {
+            state = checkpoint::resumed(dir, &state)?;
+        }
+        let run = swanlab::Run::start(&cfg.swanlab, &serde_json::to_value(cfg)?)?;
+        let opened = match &resume_dir {
+            Some(dir) => model::open(&resume_spec(cfg, base, dir))?,
+            None => resolved.load()?,
+        };
+        let mut opt = optimizer(&opened.model, cfg);
+        if let Some(dir) = &resume_dir {
+            opt.load_state(&checkpoint::read_optimizer(dir)?, state.global_step)?;
+            println!(
+                "resuming from {} (step {})",
+                dir.display(),
+                state.global_step
+            );
+        }
+        std::fs::create_dir_all(&t.output_dir)
+            .with_context(|| format!("cannot create {}", t.output_dir.display()))?;
+        let metrics = match resume_dir {
+            Some(_) => MetricsLog::resume(&t.output_dir, state.global_step)?,
+            None => MetricsLog::create(&t.output_dir)?,
+        };
+        let layers = opened.model.net.layers.len();
+        let checkpoint_layers = t.checkpoint_layers.map(|n| n.get());
+        let recompute = recompute::plan(layers, t.gradient_checkpointing, checkpoint_layers);
+        println!(
+            "training {} ({}) on {} samples: {} steps, {spe} per epoch, batch {} x accum {}, {} of {layers} layers recomputed",
+            cfg.model.path, t.method, train_set.len(), state.max_steps, t.batch_size.get(),
+            t.grad_accum.get(), recompute.iter().filter(|&&r| r).count(),
+        );
+        Ok(Trainer {
+            progress: Progress::new(state.max_steps, state.global_step),
+            head_loss: loss::ChunkedLoss::new(t.loss_chunk.get()),
+            cfg,
+            opened,
+            tokenizer,
+            train_set,
+            val_set,
+            opt,
+            state,
+            recompute,
+            metrics,
+            run,
+            order: None,
+            window: LogWindow::default(),
+        })
+    }
+
+    /// The next accumulation window's batches (sample indices), moving to the next epoch when
+    /// this one is used up.
+    fn next_window(&mut self) -> Vec<Vec<usize>> {
+        let t = &self.cfg.train;
+        loop {
+            let epoch = self.state.epoch;
+            if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                let lengths: Vec<usize> =
+                    self.train_set.iter().map(|e| e.input_ids.len()).collect();
+                let batches = epoch_batches(
+                    &lengths,
+                    t.batch_size.get() as usize,
+                    t.shuffle,
+                    t.seed,
+                    epoch,
+                );
+                self.order = Some((epoch, batches));
+            }
+            let batches = &self.order.as_ref().expect("set above").1;
+            if self.state.batches_done < batches.len() {
+                let end =
+                    (self.state.batches_done + t.grad_accum.get() as usize).min(batches.len());
+                let window = batches[self.state.batches_done..end].to_vec();
+                self.state.batches_done = end;
+                self.state.epoch_float = epoch as f64 + end as f64 / batches.len() as f64;
+                return window;
+            }
+            self.state.epoch += 1;
+            self.state.batches_done = 0;
+        }
+    }
+
+    /// One optimizer step over the next window: forward and backward of each micro-batch,
+    /// clipping, AdamW at this step's learning rate.
+    pub fn step(&mut self) -> Result<()> {
+        let t = &self.cfg.train;
+        let started = Instant::now();
+        let window = self.next_window();
+        let (loss_sum, labels, tokens) = self.accumulate(&window);
+        let step_loss = loss_sum / labels.max(1) as f64;
+        if !step_loss.is_finite() {
+            self.opt.zero_grad();
+            let last = checkpoint::list(&t.output_dir)
+                .pop()
+                .map(|(_, p)| p.display().to_string());
+            bail!(
+                "loss is {step_loss} at step {}; stopping. Last good checkpoint: {}",
+                self.state.global_step + 1,
+                last.unwrap_or_else(|| "none yet".into())
+            );
+        }
+        let grad_norm = optim::clip_grad_norm(&self.opt.params, t.max_grad_norm.get());
+        let lr = optim::linear_lr(
+            t.lr.get(),
+            self.state.global_step,
+            t.warmup_steps.get(),
+            self.state.max_steps,
+        );
+        self.opt.step(lr);
+        self.opt.zero_grad();
+        self.state.global_step += 1;
+        self.window.add(
+            step_loss,
+            tokens,
+            started.elapsed().as_secs_f64(),
+            grad_norm,
+            lr,
+        );
+        self.progress.stepped(
+            self.state.global_step,
+            step_loss,
+            lr,
+            self.window.tokens_per_sec(),
+        );
+        Ok(())
+    }
+
+    /// Forward and backward over one accumulation window. The loss is normalised by the label
+    /// tokens of the whole window (transformers' `num_items_in_batch`), not per micro-batch.
+    fn accumulate(&mut self, window: &[Vec<usize>]) -> (f64, i64, i64) {
+        let t = &self.cfg.train;
+        let net = &self.opened.model.net;
+        let batches: Vec<_> = window
+            .iter()
+            .map(|idx| {
+                let samples: Vec<(&[i64], &[i64])> = idx
+                    .iter()
+                    .map(|&i| {
+                        (
+                            self.train_set[i].input_ids.as_slice(),
+                            self.train_set[i].labels.as_slice(),
+                        )
+                    })
+                    .collect();
+                collate(&samples, self.opened.model.device())
+            })
+            .collect();
+        let labels: i64 = batches.iter().map(|b| b.label_tokens).sum();
+        let tokens: i64 = batches.iter().map(|b| b.tokens).sum();
+        let scale = 1.0 / labels.max(1) as f64;
+        let step = self.state.global_step;
+        let mut loss_sum = 0.0;
+        for (micro, b) in batches.iter().enumerate() {
+            let shifted = loss::shift_labels(&b.labels);
+            // dropout masks are a function of (seed, step, micro-batch): a resumed run replays them
+            let seed = t
+                .seed
+                .wrapping_mul(7_919)
+                .wrapping_add(step * 64 + micro as i64);
+            loss_sum += recompute::forward_backward(
+                net,
+                &b.ids,
+                b.padding.as_ref(),
+                &shifted,
+                scale,
+                &self.recompute,
+                seed,
+                &mut self.head_loss,
+            );
+        }
+        (loss_sum, labels, tokens)
+    }
+
+    fn log_train(&mut self) -> Result<()> {
+        let w = std::mem::take(&mut self.window);
+        let values = [
+            ("train/loss", w.mean_loss()),
+            ("train/grad_norm", w.grad_norm),
+            ("train/learning_rate", w.lr), // the rate this step used, as the Trainer logs it
+            ("train/epoch", self.state.epoch_float),
+            ("train/tokens_per_sec", w.tokens_per_sec()),
+        ];
+        self.log(&values)
+    }
+
+    /// `eval/loss` over the validation set (the mean over all its label tokens).
+    pub fn evaluate(&mut self) -> Result<f64> {
+        let t = &self.cfg.train;
+        let net = &self.opened.model.net;
+        let (loss, _) = eval::eval_loss(net, &self.val_set, t.batch_size.get(), t.loss_chunk.get());
+        self.log(&[("eval/loss", loss)])?;
+        Ok(loss)
+    }
+
+    fn log(&mut self, values: &[(&str, f64)]) -> Result<()> {
+        let step = self.state.global_step;
+        self.metrics.log(step, values)?;
+        if let Some(run) = &self.run {
+            run.scalars(step, values);
+        }
+        self.progress.say(step, values);
+        Ok(())
+    }
+
+    /// Writes `checkpoint-{step}/` and prunes beyond `save_total_limit`.
+    pub fn save(&mut self) -> Result<PathBuf> {
+        let t = &self.cfg.train;
+        let side = self.opened.side_files();
+        let saved = checkpoint::save(
+            &t.output_dir,
+            &self.opened.model,
+            &self.opt,
+            &self.state,
+            side.as_deref(),
+        )?;
+        checkpoint::prune(&t.output_dir, t.save_total_limit.map(|n| n.get() as usize))?;
+        Ok(saved)
+    }
+
+    /// `final/` (the model or the adapter), the last checkpoint, the end-of-training predictions.
+    fn save_final(&mut self) -> Result<Outcome> {
+        self.progress.finish();
+        let cfg = self.cfg;
+        let final_dir = cfg.train.output_dir.join("final");
+        let side = self.opened.side_files();
+        let model = &self.opened.model;
+        match cfg.train.method {
+            Method::Lora => model.save_adapter(&final_dir, &cfg.model.path, side.as_deref())?,
+            Method::Full => model.save_hf(&final_dir, false, side.as_deref())?,
+        }
+        if self.state.global_step % cfg.train.save_steps.get() != 0 {
+            self.save()?;
+        }
+        if let Some(run) = &self.run {
+            let step = self.state.global_step;
+            predict::log_predictions(&self.opened.model, &self.tokenizer, cfg, run, step)?;
+        }
+        Ok(Outcome::Finished { final_dir })
+    }
+
+    /// Plots the loss curves and closes the SwanLab run with the state that matches the outcome.
+    pub fn finish(&mut self, result: &Result<Outcome>) -> Result<()> {
+        let out_dir: &Path = &self.cfg.train.output_dir;
+        let metrics = out_dir.join("metrics.jsonl");
+        if metrics.exists() {
+            if let Err(e) = crate::log::plot_losses(&metrics, &out_dir.join("loss.png")) {
+                eprintln!("warning: could not plot {}: {e:#}", metrics.display());
+            }
+        }
+        if let Some(run) = self.run.take() {
+            let state = match result {
+                Ok(Outcome::Finished { .. }) => swanlab::FinishState::Finished,
+                Ok(Outcome::Interrupted { .. }) => swanlab::FinishState::Aborted,
+                Err(e) => swanlab::FinishState::Crashed(format!("{e:#}")),
+            };
+            run.finish(state)?;
+        }
+        Ok(())
+    }
+}
+
+/// The training and validation sets, encoded with the run's template, system prompt and length.
+fn encode_sets(cfg: &RunConfig, tok: &QwenTokenizer) -> Result<(Vec<Encoded>, Vec<Encoded>)> {
+    let system = cfg.data.system_prompt.as_deref().unwrap_or(SYSTEM_PROMPT);
+    let encoder = Encoder {
+        tok,
+        template: cfg.data.template,
+        system: Some(system.to_string()),
+        max_len: cfg.data.max_length.tokens(),
+    };
+    let train_set = encode_file(&encoder, &cfg.data.train_file, "train")?;
+    let val_set = match &cfg.data.val_file {
+        Some(f) => encode_file(&encoder, f, "val")?,
+        None => vec![],
+    };
+    if train_set.is_empty() {
+        bail!(
+            "{}: no sample has a label token left after encoding",
+            cfg.data.train_file.display()
+        );
+    }
+    Ok((train_set, val_set))
+}
+
+fn steps_per_epoch(samples: usize, cfg: &RunConfig) -> usize {
+    let batches = samples.div_ceil(cfg.train.batch_size.get() as usize);
+    batches.div_ceil(cfg.train.grad_accum.get() as usize)
+}
+
+/// The run's model as configured: base, dtype, device, fresh (or continued) adapters.
+fn base_spec(cfg: &RunConfig) -> ModelSpec {
+    let m = &cfg.model;
+    ModelSpec {
+        source: m.source,
+        dtype: Some(m.dtype),
+        device: m.device,
+        adapter: cfg
+            .lora
+            .adapter
+            .clone()
+            .filter(|_| cfg.train.method == Method::Lora),
+        new_lora: cfg.lora_config(),
+        tokenizer: cfg.data.tokenizer.clone(),
+        seed: cfg.train.seed,
+        ..ModelSpec::new(m.path.clone())
+    }
+}
+
+/// The same model with a checkpoint's weights: a full checkpoint is the whole model, a LoRA one
+/// the adapter on the configured base.
+fn resume_spec(cfg: &RunConfig, base: ModelSpec, dir: &Path) -> ModelSpec {
+    match cfg.train.method {
+        Method::Full => ModelSpec {
+            path: dir.display().to_string(),
+            ..base
+        },
+        Method::Lora => ModelSpec {
+            adapter: Some(dir.to_path_buf()),
+            ..base
+        },
+    }
+}
+
+/// AdamW over exactly the model's trainable parameters, in name order.
+fn optimizer(m: &model::Model, cfg: &RunConfig) -> AdamW {
+    let t = &cfg.train;
+    let mut params: Vec<(String, tch::Tensor)> =
+        m.vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    let betas = (t.adam_betas[0].get(), t.adam_betas[1].get());
+    let fp32 = t.optim_state_dtype == OptimStateDtype::Fp32;
+    AdamW::new(params, betas, t.adam_eps.get(), t.weight_decay.get(), fp32)
+}
