@@ -1,6 +1,6 @@
 //! Batches: per-epoch order (seeded shuffle, length-grouped like transformers'
 //! `LengthGroupedSampler`) and right-padded collation like `DataCollatorForSeq2Seq`.
-use super::encode::IGNORE_INDEX;
+use super::encode::{label_count, IGNORE_INDEX};
 use tch::{Device, Tensor};
 
 /// `<|endoftext|>`, Qwen3's pad token.
@@ -16,15 +16,6 @@ pub struct Batch {
     /// Label tokens after the causal shift (what the loss is averaged over).
     pub label_tokens: i64,
     pub tokens: i64,
-}
-
-/// Labels that score a token (position > 0 and not -100), i.e. the count after the shift.
-pub fn label_count(labels: &[i64]) -> i64 {
-    labels
-        .iter()
-        .skip(1)
-        .filter(|&&l| l != IGNORE_INDEX)
-        .count() as i64
 }
 
 pub fn collate(samples: &[(&[i64], &[i64])], device: Device) -> Batch {

@@ -44,6 +44,15 @@ impl std::str::FromStr for Template {
     }
 }
 
+/// Labels that score a token (position > 0 and not -100), i.e. the count after the shift.
+pub fn label_count(labels: &[i64]) -> i64 {
+    labels
+        .iter()
+        .skip(1)
+        .filter(|&&l| l != IGNORE_INDEX)
+        .count() as i64
+}
+
 /// One encoded sample; `labels[i]` is the target at position `i` before the causal shift.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Encoded {
@@ -172,7 +181,7 @@ pub fn encode_file(encoder: &Encoder, path: &std::path::Path, what: &str) -> Res
             .encode(r.question(), r.think(), r.answer())
             .with_context(|| format!("{}:{}: cannot encode", path.display(), r.line()))?;
         truncated += e.truncated() as usize;
-        if crate::data::batch::label_count(&e.labels) == 0 {
+        if label_count(&e.labels) == 0 {
             empty += 1;
             continue;
         }
