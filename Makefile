@@ -69,11 +69,11 @@ swanlab-golden: pydeps
 DEMO_Q ?= 孩子发烧到38.5度，需要马上吃退烧药吗？
 demo: $(BIN) tokenizer
 	@echo "== 1/4 split the committed sample into data/demo/{train,val}.jsonl (the seed's shuffle)"
-	$(BIN) split --input data/sample/r1_data_example.jsonl --output_dir data/demo --train_ratio 0.85 --seed 42
+	$(BIN) split --input data/sample/r1_data_example.jsonl --output_dir data/demo --train_ratio 0.85 --seed 42 --overwrite
 	@echo "== 2/4 full fine-tuning of a small random-init Qwen3 -> runs/demo-full"
-	$(BIN) train --config configs/demo-cpu.toml
+	$(BIN) train --config configs/demo-cpu.toml --overwrite
 	@echo "== 3/4 LoRA fine-tuning of the same model -> runs/demo-lora"
-	$(BIN) train --config configs/demo-cpu.toml --set train.method=lora --set train.output_dir=runs/demo-lora
+	$(BIN) train --config configs/demo-cpu.toml --set train.method=lora --set train.output_dir=runs/demo-lora --overwrite
 	@echo "== 4/4 an answer from runs/demo-full/final (noise: 96 samples cannot teach a random model)"
 	$(BIN) generate --model runs/demo-full/final --prompt "$(DEMO_Q)" --greedy --max-new-tokens 64
 	@echo "== done: losses in runs/demo-*/metrics.jsonl and loss.png, models in runs/demo-*/final"

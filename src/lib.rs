@@ -6,4 +6,5 @@ pub mod hub;
 pub mod infer;
 pub mod log;
 pub mod model;
+pub mod output;
 pub mod train;

@@ -12,6 +12,9 @@ pub struct MergeArgs {
     /// Output directory (written under a temporary name, then renamed into place)
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace an earlier merge in --output (never a directory merge did not write)
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: &MergeArgs) -> Result<()> {
@@ -20,7 +23,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
         .adapter
         .clone()
         .context("--adapter DIR is required: the peft adapter to merge")?;
-    merge_adapter(&spec, &args.output)?;
+    merge_adapter(&spec, &args.output, args.overwrite)?;
     println!(
         "merged {} into {} -> {}",
         adapter.display(),

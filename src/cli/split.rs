@@ -5,7 +5,8 @@ use crate::data::download::{fetch_dataset, DATASET, DATA_FILE};
 use crate::data::rows::read_rows;
 use crate::data::split::{split_rows, write_split};
 use crate::hub::{HubConfig, Source};
-use anyhow::Result;
+use crate::output;
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct SplitArgs {
     /// Drop rows without string question/think/answer (and non-JSON lines) instead of failing
     #[arg(long = "skip-invalid", alias = "skip_invalid")]
     pub skip_invalid: bool,
+    /// Replace train.jsonl and val.jsonl when --output_dir already has them
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 pub fn run(args: &SplitArgs) -> Result<()> {
@@ -55,6 +59,16 @@ pub fn run(args: &SplitArgs) -> Result<()> {
             &HubConfig::from_env()?,
         )?,
     };
+    for name in ["train.jsonl", "val.jsonl"] {
+        let target = args.output_dir.join(name);
+        output::check_apart(&target, &[("the input", &input)])?;
+        if target.exists() && !args.overwrite {
+            bail!(
+                "{} exists: pass --overwrite to replace it, or choose another --output_dir",
+                target.display()
+            );
+        }
+    }
     let (rows, skipped) = read_rows(&input, args.skip_invalid)?;
     let total = rows.len();
     let (train, val) = split_rows(rows, args.train_ratio, args.seed)?;

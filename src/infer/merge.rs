@@ -5,32 +5,29 @@
 //! files come from the base directory, else from the adapter's.
 use crate::model::weights::{self, SIDE_FILES};
 use crate::model::{self, Base, ModelSpec};
-use anyhow::{bail, Context, Result};
+use crate::output;
+use anyhow::{Context, Result};
 use std::path::Path;
 
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
+/// The marker kind of a merged model directory.
+const KIND: &str = "merge";
 
-/// Opens `spec` (a base model plus `spec.adapter`) and saves the merged model to `out`.
-pub fn merge_adapter(spec: &ModelSpec, out: &Path) -> Result<()> {
+/// Opens `spec` (a base model plus `spec.adapter`) and saves the merged model to `out`: a new or
+/// empty directory, or (with `overwrite`) an earlier merge's; never an input or around one.
+pub fn merge_adapter(spec: &ModelSpec, out: &Path, overwrite: bool) -> Result<()> {
     let adapter = spec.adapter.as_deref().context("merge needs an adapter")?;
     let resolved = model::open::resolve(spec)?;
-    let base = resolved.dir().map(Path::to_path_buf);
-    if base.as_deref().is_some_and(|b| same_dir(out, b)) || same_dir(out, adapter) {
-        bail!(
-            "--output {} would replace an input directory: choose a new one",
-            out.display()
-        );
+    let mut inputs = vec![("the adapter", adapter)];
+    if let Some(base) = resolved.dir() {
+        inputs.push(("the base model", base));
     }
+    output::check_apart(out, &inputs)?;
+    output::check_dir(out, KIND, overwrite, |_| false)?;
     let opened = resolved.load()?;
     weights::write_dir_atomically(out, |tmp| {
-        opened
-            .model
-            .write_hf(tmp, true, opened.side_files().as_deref())?;
+        let side = opened.side_files();
+        opened.model.write_hf(tmp, true, side.as_deref())?;
+        output::mark(tmp, KIND)?;
         for f in SIDE_FILES {
             let (src, dst) = (adapter.join(f), tmp.join(f));
             if src.is_file() && !dst.exists() {

@@ -154,7 +154,33 @@ pub fn resumed(dir: &Path, now: &TrainerState) -> Result<TrainerState> {
     Ok(saved.continued_as(now))
 }
 
+/// Set while a checkpoint is being written (a second signal then waits for it).
+static SAVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn saving() -> bool {
+    SAVING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Runs `write` (a save) with [`saving`] set.
+pub fn while_saving<T>(write: impl FnOnce() -> T) -> T {
+    SAVING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = write();
+    SAVING.store(false, std::sync::atomic::Ordering::SeqCst);
+    out
+}
+
+/// Writes `checkpoint-{step}/` (see the module header).
 pub fn save(
+    out_dir: &Path,
+    model: &Model,
+    opt: &AdamW,
+    state: &TrainerState,
+    side: Option<&Path>,
+) -> Result<PathBuf> {
+    while_saving(|| write_checkpoint(out_dir, model, opt, state, side))
+}
+
+fn write_checkpoint(
     out_dir: &Path,
     model: &Model,
     opt: &AdamW,
@@ -226,6 +252,78 @@ pub fn find(dir: &Path) -> Result<PathBuf> {
             dir.display()
         )
     })
+}
+
+/// The marker kind of a training run's output directory.
+pub const RUN_KIND: &str = "train";
+
+/// What a run writes into its output directory (all of it is deleted by `--overwrite`).
+fn is_run_file(name: &str) -> bool {
+    name.starts_with("checkpoint-")
+        || ["final", "metrics.jsonl", "loss.png", crate::output::MARKER].contains(&name)
+}
+
+/// Checks the output directory of a new run: an earlier run there is an error unless
+/// `overwrite`, then its files are deleted; files no run wrote are an error either way.
+pub fn prepare_run_dir(out: &Path, overwrite: bool) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(()); // absent: created later
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let (ours, other): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .partition(|n| is_run_file(n) || n.starts_with('.'));
+    if let Some(f) = other.first() {
+        anyhow::bail!(
+            "train.output_dir {} holds {f}, which no training run wrote: choose a new or empty directory",
+            out.display()
+        );
+    }
+    let earlier = ours.iter().any(|n| is_run_file(n));
+    if earlier && !overwrite {
+        anyhow::bail!(
+            "train.output_dir {} holds an earlier run: --resume continues it, --overwrite starts over (deleting its checkpoints, final/ and metrics), or choose another directory",
+            out.display()
+        );
+    }
+    for n in ours.iter().filter(|n| is_run_file(n)) {
+        let p = out.join(n);
+        let removed = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        removed.with_context(|| format!("--overwrite: cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the temporary directories (`.checkpoint-N.tmp-PID`, `.final.old-PID`) that a process
+/// which no longer runs left in `out` when it was killed during a save.
+pub fn remove_stale_temps(out: &Path) {
+    for e in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .rsplit_once(".tmp-")
+            .or_else(|| name.rsplit_once(".old-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let Some(pid) = pid.filter(|_| name.starts_with('.')) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => println!(
+                    "removed {} (left by process {pid}, which is gone)",
+                    e.path().display()
+                ),
+                Err(err) => eprintln!("warning: cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
 }
 
 pub fn read_state(dir: &Path) -> Result<TrainerState> {

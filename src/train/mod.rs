@@ -11,4 +11,4 @@ pub mod progress;
 pub mod recompute;
 pub mod trainer;
 
-pub use trainer::{train, Outcome, Resume, Trainer};
+pub use trainer::{train, Outcome, Resume, Start, Trainer};

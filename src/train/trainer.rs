@@ -17,6 +17,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// How a run treats its output directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// A new run: the output directory must be new, empty, or hold no earlier run.
+    New,
+    /// A new run replacing an earlier run in the output directory (`--overwrite`): its
+    /// checkpoints, `final/` and logs are deleted first; files it did not write are kept.
+    Overwrite,
+    /// Continue an earlier run (`--resume`).
+    Resume(Resume),
+}
+
 /// Where `--resume` continues from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resume {
@@ -33,8 +45,8 @@ pub enum Outcome {
 }
 
 /// Runs `qwen3-sft train`: until `max_steps`, or until `stop` is raised (then a checkpoint).
-pub fn train(cfg: &RunConfig, resume: Option<Resume>, stop: &AtomicBool) -> Result<Outcome> {
-    let mut trainer = Trainer::new(cfg, resume)?;
+pub fn train(cfg: &RunConfig, start: Start, stop: &AtomicBool) -> Result<Outcome> {
+    let mut trainer = Trainer::new(cfg, start)?;
     let result = trainer.run(stop);
     trainer.finish(&result)?;
     result
@@ -85,8 +97,15 @@ impl<'a> Trainer<'a> {
     /// Loads everything a run needs. The cheap checks come first (model located, data encoded, a
     /// resumed checkpoint compared with this run), then SwanLab (a missing API key fails before
     /// minutes of weight loading), then the weights.
-    pub fn new(cfg: &'a RunConfig, resume: Option<Resume>) -> Result<Self> {
+    pub fn new(cfg: &'a RunConfig, start: Start) -> Result<Self> {
         let t = &cfg.train;
+        let resume = match start {
+            Start::Resume(r) => Some(r),
+            Start::New | Start::Overwrite => {
+                checkpoint::prepare_run_dir(&t.output_dir, start == Start::Overwrite)?;
+                None
+            }
+        };
         let base = base_spec(cfg);
         let resolved = model::open::resolve(&base)?;
         let tokenizer = QwenTokenizer::load(resolved.tokenizer_file()?)?;
@@ -120,6 +139,8 @@ impl<'a> Trainer<'a> {
         }
         std::fs::create_dir_all(&t.output_dir)
             .with_context(|| format!("cannot create {}", t.output_dir.display()))?;
+        crate::output::mark(&t.output_dir, checkpoint::RUN_KIND)?;
+        checkpoint::remove_stale_temps(&t.output_dir);
         let metrics = match resume_dir {
             Some(_) => MetricsLog::resume(&t.output_dir, state.global_step)?,
             None => MetricsLog::create(&t.output_dir)?,
@@ -326,10 +347,10 @@ impl<'a> Trainer<'a> {
         let final_dir = cfg.train.output_dir.join("final");
         let side = self.opened.side_files();
         let model = &self.opened.model;
-        match cfg.train.method {
-            Method::Lora => model.save_adapter(&final_dir, &cfg.model.path, side.as_deref())?,
-            Method::Full => model.save_hf(&final_dir, false, side.as_deref())?,
-        }
+        checkpoint::while_saving(|| match cfg.train.method {
+            Method::Lora => model.save_adapter(&final_dir, &cfg.model.path, side.as_deref()),
+            Method::Full => model.save_hf(&final_dir, false, side.as_deref()),
+        })?;
         if self.state.global_step % cfg.train.save_steps.get() != 0 {
             self.save()?;
         }

@@ -1,0 +1,104 @@
+//! Output directories that never destroy what this program did not create. Each command that
+//! writes a directory (train's run, merge's model, split's files) checks it first: a new or empty
+//! directory is used; one holding this program's own earlier output of the same kind (its marker
+//! file, or for runs of earlier versions their files) is replaced only when asked (`--overwrite`);
+//! anything else, and any output inside or above an input, is an error naming the path.
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The marker file, holding the kind of output (`train`, `merge`).
+pub const MARKER: &str = ".qwen3-sft";
+
+/// `path` made absolute without requiring it to exist (its existing ancestor canonicalised).
+fn absolute(path: &Path) -> PathBuf {
+    let mut tail = vec![];
+    let mut p = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    loop {
+        if let Ok(c) = p.canonicalize() {
+            return tail.iter().rev().fold(c, |acc: PathBuf, t| acc.join(t));
+        }
+        match (p.file_name().map(|n| n.to_os_string()), p.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                p = parent.to_path_buf();
+            }
+            _ => return p,
+        }
+    }
+}
+
+/// Refuses an output that is an input, lies inside one, or contains one.
+pub fn check_apart(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let o = absolute(out);
+    for (what, input) in inputs {
+        let i = absolute(input);
+        if o == i || i.starts_with(&o) || o.starts_with(&i) {
+            bail!(
+                "output {} would overwrite {what} {} (it is the same, inside it or contains it): choose another output",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The kind recorded in `dir`'s marker, if any.
+pub fn marker(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(MARKER)).ok()?;
+    Some(text.trim().to_string())
+}
+
+/// Writes `dir`'s marker.
+pub fn mark(dir: &Path, kind: &str) -> Result<()> {
+    let p = dir.join(MARKER);
+    std::fs::write(&p, format!("{kind}\n")).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// What `out` holds before a command writes it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing, or an empty directory.
+    Nothing,
+    /// This program's earlier output of the kind asked about.
+    Ours,
+}
+
+/// Checks `out` for a command writing output of `kind`: `is_ours` recognises earlier output of
+/// that kind without a marker (files of earlier versions). Ours is an error unless `overwrite`.
+pub fn check_dir(
+    out: &Path,
+    kind: &str,
+    overwrite: bool,
+    is_ours: impl Fn(&Path) -> bool,
+) -> Result<Existing> {
+    if !out.exists() {
+        return Ok(Existing::Nothing);
+    }
+    if !out.is_dir() {
+        bail!("output {} exists and is not a directory", out.display());
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .next()
+        .is_none();
+    if empty {
+        return Ok(Existing::Nothing);
+    }
+    let ours = marker(out).map_or_else(|| is_ours(out), |k| k == kind);
+    match (ours, overwrite) {
+        (true, true) => Ok(Existing::Ours),
+        (true, false) => bail!(
+            "output {} holds an earlier {kind} output of qwen3-sft: pass --overwrite to replace it, or choose another directory",
+            out.display()
+        ),
+        (false, _) => bail!(
+            "output {} is not empty and was not written by qwen3-sft {kind}: choose a new or empty directory",
+            out.display()
+        ),
+    }
+}
