@@ -40,13 +40,14 @@ const LIVE_FP32: Tol = Tol {
     grad: 1e-5,
 };
 
-/// Live, bf16 (measured as LIVE_FP32): logits 0 / 0, loss 4.7e-8 / 2.1e-8, per-token 0 / 0,
-/// gradients 5.6e-6 / 0 (the tied embedding's, which sums the head's and the lookup's in another
-/// order). One bf16 rounding that differs moves an element by 2^-8 of itself: under 1e-5 of the
-/// max only for elements under 1/400 of it.
+/// Live, bf16 (measured as LIVE_FP32): logits 0 / 0, loss 4.7e-8 / 2.1e-8 (1.6e-7 with the
+/// AVX2 kernels of GOLDEN_BF16's table on both sides), per-token 0 / 0, gradients 5.6e-6 / 0 (the
+/// tied embedding's, which sums the head's and the lookup's in another order). One bf16 rounding
+/// that differs moves an element by 2^-8 of itself: under 1e-5 of the max only for elements
+/// under 1/400 of it.
 const LIVE_BF16: Tol = Tol {
     logits: 1e-5,
-    loss: 5e-7,
+    loss: 1e-6,
     token_loss: 1e-6,
     grad: 5e-5,
 };
