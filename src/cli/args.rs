@@ -75,8 +75,9 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// The options for a model with generation config `cfg`, these flags applied over it.
-    pub fn options(&self, cfg: &GenerationConfig) -> Result<GenOptions> {
+    /// The options for a model with generation config `cfg` and `max_positions`, these flags
+    /// applied over it (a default longer than the model's positions is shortened to them).
+    pub fn options(&self, cfg: &GenerationConfig, max_positions: i64) -> Result<GenOptions> {
         let mut o = GenOptions::from_config(cfg);
         let s = &mut o.sampling;
         if self.greedy {
@@ -88,10 +89,15 @@ impl SamplingArgs {
         s.top_k = self.top_k.unwrap_or(s.top_k);
         s.top_p = self.top_p.unwrap_or(s.top_p);
         s.validate().context("sampling flags")?;
-        o.max_new_tokens = self.max_new_tokens.unwrap_or(o.max_new_tokens);
-        if o.max_new_tokens == 0 {
-            bail!("--max-new-tokens must be at least 1");
-        }
+        let limit = max_positions.max(1) as usize;
+        o.max_new_tokens = match self.max_new_tokens {
+            Some(0) => bail!("--max-new-tokens must be at least 1"),
+            Some(n) if n > limit => {
+                bail!("--max-new-tokens {n} exceeds the model's max_position_embeddings ({limit})")
+            }
+            Some(n) => n,
+            None => o.max_new_tokens.min(limit),
+        };
         o.seed = match self.seed {
             Some(s) => s,
             None => {

@@ -51,9 +51,10 @@ const HELP: &str = "commands: /reset (forget the conversation), /system TEXT (se
 pub fn run(args: &ChatArgs) -> Result<()> {
     let resolved = args.model.resolve()?;
     let tok = args::tokenizer(&resolved)?;
-    let mut opts = args
-        .sampling
-        .options(&args::generation_config(&resolved)?)?;
+    let mut opts = args.sampling.options(
+        &args::generation_config(&resolved)?,
+        resolved.config.max_position_embeddings,
+    )?;
     eprintln!("loading {} ...", args.model.model);
     let model = resolved.load()?.model;
     ctrlc::set_handler(on_ctrl_c).context("installing the Ctrl-C handler")?;

@@ -36,6 +36,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     let resolved = args.model.resolve()?;
     let tok = args::tokenizer(&resolved)?;
+    tok.check_fits(resolved.config.vocab_size, &args.model.model)?;
     let encoder = Encoder {
         system: Some(args.system.clone().unwrap_or(SYSTEM_PROMPT.into())),
         max_len: args.max_length,

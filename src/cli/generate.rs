@@ -103,9 +103,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         args::tokenizer(&resolved).ok()
     };
     let prompts = prompts(args, tok.as_ref())?;
-    let mut opts = args
-        .sampling
-        .options(&args::generation_config(&resolved)?)?;
+    let mut opts = args.sampling.options(
+        &args::generation_config(&resolved)?,
+        resolved.config.max_position_embeddings,
+    )?;
     opts.use_cache = !args.no_cache;
     let model = resolved.load()?.model;
     let batch = if args.json { args.batch_size } else { 1 };

@@ -126,7 +126,7 @@ pub fn read_rows(path: &Path, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
             Ok(row) => rows.push(row),
             Err(_) if skip_invalid => skipped += 1,
             Err(e) => bail!(
-                "{}:{line}: {e} (use --skip-invalid to drop such rows)",
+                "{}:{line}: {e} (fix the row; `split` and `data stats` can drop such rows with --skip-invalid)",
                 path.display()
             ),
         }

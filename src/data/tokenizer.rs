@@ -71,6 +71,17 @@ impl QwenTokenizer {
     }
 
     /// Entries in the vocabulary including added tokens (151,669 for Qwen3; the embedding has more rows).
+    /// Every id this tokenizer produces must index a row of the model's embedding.
+    pub fn check_fits(&self, model_vocab: i64, model: &str) -> Result<()> {
+        let ids = self.vocab_size() as i64;
+        if ids > model_vocab {
+            anyhow::bail!(
+                "model {model} has vocab_size {model_vocab} but its tokenizer has {ids} ids: use the model's own tokenizer (or a model with at least {ids} embedding rows)"
+            );
+        }
+        Ok(())
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

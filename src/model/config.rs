@@ -96,6 +96,22 @@ impl Config {
                 .map(str::to_string),
             raw,
         };
+        let sizes = [
+            ("vocab_size", cfg.vocab_size),
+            ("hidden_size", cfg.hidden_size),
+            ("intermediate_size", cfg.intermediate_size),
+            ("num_hidden_layers", cfg.num_hidden_layers),
+            ("num_attention_heads", cfg.num_attention_heads),
+            ("num_key_value_heads", cfg.num_key_value_heads),
+            ("head_dim", cfg.head_dim),
+            ("max_position_embeddings", cfg.max_position_embeddings),
+        ];
+        if let Some((k, v)) = sizes.iter().find(|(_, v)| *v < 1) {
+            bail!("`{k}` is {v}: it must be at least 1");
+        }
+        if !(cfg.rms_norm_eps > 0.0 && cfg.rope_theta > 0.0) {
+            bail!("`rms_norm_eps` and `rope_theta` must be positive");
+        }
         if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
             bail!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",

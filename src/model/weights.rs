@@ -144,6 +144,11 @@ pub fn load_into(
                     t.size(),
                     var.size()
                 )),
+                Some(_) if !t.is_floating_point() => bail!(
+                    "{}: tensor {name} is {:?}, not a floating-point weight",
+                    path.display(),
+                    t.kind()
+                ),
                 Some(var) => {
                     tch::no_grad(|| var.shallow_clone().f_copy_(&t))
                         .with_context(|| format!("{}: cannot copy {name}", path.display()))?;

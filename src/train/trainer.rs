@@ -109,6 +109,7 @@ impl<'a> Trainer<'a> {
         let base = base_spec(cfg);
         let resolved = model::open::resolve(&base)?;
         let tokenizer = QwenTokenizer::load(resolved.tokenizer_file()?)?;
+        check_limits(cfg, &resolved.config, &tokenizer)?;
         let (train_set, val_set) = encode_sets(cfg, &tokenizer)?;
         let spe = steps_per_epoch(train_set.len(), cfg);
         let max_steps = t
@@ -396,6 +397,12 @@ fn encode_sets(cfg: &RunConfig, tok: &QwenTokenizer) -> Result<(Vec<Encoded>, Ve
         Some(f) => encode_file(&encoder, f, "val")?,
         None => vec![],
     };
+    if let (Some(f), true) = (&cfg.data.val_file, val_set.is_empty()) {
+        eprintln!(
+            "warning: {}: no validation sample has a label token left: training without evaluation",
+            f.display()
+        );
+    }
     if train_set.is_empty() {
         bail!(
             "{}: no sample has a label token left after encoding",
@@ -403,6 +410,16 @@ fn encode_sets(cfg: &RunConfig, tok: &QwenTokenizer) -> Result<(Vec<Encoded>, Ve
         );
     }
     Ok((train_set, val_set))
+}
+
+/// The data must fit the model: its tokenizer's ids and the sample length.
+fn check_limits(cfg: &RunConfig, shape: &model::Config, tok: &QwenTokenizer) -> Result<()> {
+    tok.check_fits(shape.vocab_size, &cfg.model.path)?;
+    let (len, max) = (cfg.data.max_length.get(), shape.max_position_embeddings);
+    if len > max {
+        bail!("data.max_length = {len} exceeds the model's max_position_embeddings ({max}): lower data.max_length");
+    }
+    Ok(())
 }
 
 fn steps_per_epoch(samples: usize, cfg: &RunConfig) -> usize {
