@@ -362,8 +362,12 @@ impl RunConfig {
             t: &mut toml::Table,
             name: &str,
         ) -> Result<Option<T>> {
+            let named = |e: serde_path_to_error::Error<toml::de::Error>| {
+                let key = e.path().to_string();
+                anyhow::anyhow!("[{name}] {key}: {}", e.into_inner().message())
+            };
             t.remove(name)
-                .map(|v| v.try_into().map_err(|e| anyhow::anyhow!("[{name}]: {e}")))
+                .map(|v| serde_path_to_error::deserialize(v).map_err(named))
                 .transpose()
         }
         let required = |name: &str| anyhow::anyhow!("missing section [{name}]");
