@@ -1,10 +1,9 @@
-//! `qwen3-sft data stats` against transformers + numpy (`tests/reference/stats_reference.py`):
-//! the same lengths, percentiles, over-limit counts and label tokens, for both templates, on the
-//! sample data set and on the split fixture, with and without truncation. Live only: it needs the
-//! derived Qwen3 tokenizer and the reference Python (`QWEN3_SFT_LIVE=1`, as `make test` sets).
+//! `qwen3-sft data stats` against the reference encoders + numpy
+//! (`tests/reference/stats_reference.py`, encoding with data_ref.py's tiktoken on the package's
+//! ranks): the same lengths, percentiles, over-limit counts and label tokens, for both templates,
+//! on the sample data set and on the split fixture, with and without truncation. Live only.
 
 mod common;
-mod data_support;
 
 use qwen3_sft::data::encode::Template;
 use qwen3_sft::data::rows::read_rows;
@@ -29,13 +28,10 @@ fn want(v: &Value) -> Stats {
 }
 
 #[test]
-fn stats_match_transformers_and_numpy() {
-    if !common::live() {
-        println!("skip: data stats parity (set QWEN3_SFT_LIVE=1)");
-        return;
-    }
-    let py = common::python("data_stats").expect("live requires Python");
-    let tok_dir = data_support::tokenizer_dir("data_stats").expect("live requires the tokenizer");
+#[ignore = "live reference (make test)"]
+fn stats_match_the_reference_encoders_and_numpy() {
+    let py = common::python("stats_match_the_reference_encoders_and_numpy");
+    let tok_dir = common::tokenizer_dir();
     let tok = QwenTokenizer::load(&tok_dir).unwrap();
     let root = common::root();
     let files = [
@@ -45,7 +41,7 @@ fn stats_match_transformers_and_numpy() {
     // One Python process for everything: importing transformers dominates its run time.
     let out = Command::new(&py)
         .arg(root.join("tests/reference/stats_reference.py"))
-        .arg(&tok_dir)
+        .arg(common::ranks())
         .arg("2048,50")
         .args(&files)
         .output()

@@ -1,7 +1,8 @@
 //! Hub downloads against a small HTTP server on 127.0.0.1 that serves the ModelScope URL layout
 //! (and the Hugging Face `resolve` layout with its metadata headers): a tiny model and the data set
 //! file land in the caches, a cut transfer resumes with `Range`, a refused connection and a silent
-//! host fail fast with one-line errors, tokens go in headers and nowhere else.
+//! host fail fast with one-line errors, tokens go in headers and nowhere else. The caches against
+//! the real `huggingface_hub` and `modelscope` clients, both ways, are in hub_support/interop.rs.
 
 use qwen3_sft::data::download::fetch_dataset;
 use qwen3_sft::hub::{resolve_model_with, HubConfig, Secret, Source};
@@ -10,9 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+#[path = "hub_support/interop.rs"]
+mod interop;
 #[path = "hub_support/server.rs"]
 mod server;
-use server::{files, serve, Mode};
+use server::{files, serve, Mode, COMMIT};
 
 const TOKEN: &str = "ms-secret-token-123";
 
@@ -318,10 +322,10 @@ fn hugging_face_layout_offline_mode_and_secrets() {
     cfg.hf_token = Some(Secret::new(TOKEN));
     let dir = resolve_model_with("Qwen/Qwen3-0.6B", Source::Hf, &cfg).unwrap();
     let repo = root.join("hf/models--Qwen--Qwen3-0.6B");
-    assert_eq!(dir, repo.join("snapshots/0123abcd"));
+    assert_eq!(dir, repo.join("snapshots").join(COMMIT));
     assert_eq!(
         std::fs::read_to_string(repo.join("refs/main")).unwrap(),
-        "0123abcd"
+        COMMIT
     );
     assert_model(&dir);
     let link = std::fs::read_link(dir.join("config.json")).unwrap();
@@ -361,7 +365,8 @@ fn hugging_face_layout_offline_mode_and_secrets() {
     )
     .unwrap();
     assert!(p.starts_with(
-        root.join("hf/datasets--krisfu--delicate_medical_r1_data/snapshots/0123abcd")
+        root.join("hf/datasets--krisfu--delicate_medical_r1_data/snapshots")
+            .join(COMMIT)
     ));
     // Tokens never show in Debug output or in errors.
     assert!(!format!("{cfg:?}").contains(TOKEN));

@@ -4,9 +4,8 @@
 mod swanlab_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qwen3_sft::log::swanlab::proto::{ColumnType, Record, RecordType, RunState};
@@ -84,19 +83,6 @@ fn write_sample_run(log_dir: &Path, finish: FinishState) -> Sample {
         texts,
         console,
         hyperparams: hyperparams(),
-    }
-}
-
-fn kind(r: &Record) -> &'static str {
-    match r.record_type {
-        Some(RecordType::Start(_)) => "start",
-        Some(RecordType::Finish(_)) => "finish",
-        Some(RecordType::Column(_)) => "column",
-        Some(RecordType::Scalar(_)) => "scalar",
-        Some(RecordType::Media(_)) => "media",
-        Some(RecordType::Log(_)) => "log",
-        Some(RecordType::Save(_)) => "save",
-        None => "none",
     }
 }
 
@@ -252,10 +238,9 @@ fn check_sdk_view(py: &Path, s: &Sample, state: &str, error: Option<&str>) {
 }
 
 #[test]
+#[ignore = "live reference (make test)"]
 fn sdk_reads_finished_crashed_and_aborted_runs() {
-    let Some(py) = python("sdk_reads_finished_crashed_and_aborted_runs") else {
-        return;
-    };
+    let py = python("sdk_reads_finished_crashed_and_aborted_runs");
     for (state, finish, error) in [
         ("RUN_STATE_FINISHED", FinishState::Finished, None),
         (
@@ -287,11 +272,17 @@ fn logging_calls_only_enqueue() {
     for step in 0..20_000 {
         run.scalars(step, &[("train/loss", 1.0), ("train/grad_norm", 2.0)]);
     }
-    let per_call = t.elapsed() / 20_000;
-    println!("Run::scalars: {per_call:?} per call (2 keys)");
+    let total = t.elapsed();
+    println!(
+        "Run::scalars: 20,000 calls (2 keys) in {total:?}, {:?} per call",
+        total / 20_000
+    );
+    // Queueing costs about a microsecond a call (0.7 us measured on 2 busy cores); a call that
+    // waited on the disk (a flush or fsync, >= 100 us) would take seconds here. The bound is a
+    // total of seconds so that a loaded machine's scheduling pauses stay far below it.
     assert!(
-        per_call < Duration::from_micros(50),
-        "{per_call:?} per call"
+        total < Duration::from_secs(2),
+        "20,000 calls took {total:?}"
     );
     run.finish(FinishState::Finished).unwrap();
     let n = read_records(&run_file(&run_dir(&log_dir)))
@@ -409,56 +400,15 @@ fn sigkill_child_writer() {
 
 #[test]
 fn sigkill_leaves_a_readable_file() {
-    let log_dir = tmp_dir("sigkill");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sigkill_child_writer",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SWANLAB_TEST_CHILD_LOG_DIR", &log_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut last = -1i64;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if let Some(n) = line.unwrap().strip_prefix("STEP ") {
-            last = n.trim().parse().unwrap();
-            if last >= 400 {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(last >= 400, "child stopped early");
-    let records = read_records(&run_file(&run_dir(&log_dir)));
-    assert!(records.iter().all(|r| kind(r) != "finish"));
-    let steps: Vec<i64> = records
-        .iter()
-        .filter_map(|r| match &r.record_type {
-            Some(RecordType::Scalar(s)) => Some(s.step),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        steps,
-        (0..steps.len() as i64).collect::<Vec<_>>(),
-        "steps must be contiguous from 0"
-    );
-    // "At most the last second lost": steps come every >= 5 ms, so 200 steps exceed a second.
-    let kept = steps.len() as i64 - 1;
-    println!("SIGKILL after step {last}: file holds steps 0..={kept}");
-    assert!(
-        kept >= last - 200,
-        "only steps up to {kept} of {last} survived"
-    );
-    if let Some(py) = python("sigkill_leaves_a_readable_file (SDK part)") {
-        let v = sdk_read(&py, &run_dir(&log_dir));
-        assert_eq!(v["consumed"], v["size"]);
-        assert_eq!(v["records"].as_array().unwrap().len(), records.len());
-    }
+    sigkilled_run("sigkill");
+}
+
+#[test]
+#[ignore = "live reference (make test)"]
+fn sdk_reads_a_sigkilled_run() {
+    let py = python("sdk_reads_a_sigkilled_run");
+    let (log_dir, records) = sigkilled_run("sigkill-sdk");
+    let v = sdk_read(&py, &run_dir(&log_dir));
+    assert_eq!(v["consumed"], v["size"]);
+    assert_eq!(v["records"].as_array().unwrap().len(), records.len());
 }

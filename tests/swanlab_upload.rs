@@ -109,7 +109,10 @@ fn flaky_server_costs_the_caller_little() {
     run.finish(FinishState::Finished).unwrap();
     let finish = t.elapsed();
     println!("flaky server: {in_calls:?} in 50 logging calls (worst {worst:?}), finish took {finish:?}, run lasted {:?}", t0.elapsed());
-    assert!(in_calls < Duration::from_millis(50), "{in_calls:?}");
+    // The calls only queue (about 1 ms for all 50 measured on 2 busy cores); one that waited on
+    // the stalled server would sit out the rest of its 3 s window. The bound stays in seconds so
+    // that a loaded machine's scheduling pauses do not reach it.
+    assert!(in_calls < Duration::from_secs(1), "{in_calls:?}");
     assert!(finish < Duration::from_secs(5), "{finish:?}");
     let reqs = server.requests();
     assert!(
@@ -120,10 +123,11 @@ fn flaky_server_costs_the_caller_little() {
     assert_eq!(reqs.last().unwrap().json()["state"], "FINISHED");
 }
 
-#[test]
-fn dead_server_bounds_finish_and_sync_recovers() {
+/// A cloud run whose server stalls every request from the start: `finish` returns within its
+/// 2 s timeout (plus margin) and the run directory is left for `swanlab sync`.
+fn dead_server_run(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let server = Server::start();
-    let log_dir = tmp_dir("dead");
+    let log_dir = tmp_dir(tag);
     let spec = spec();
     let mut s = cloud(&server, &log_dir);
     s.finish_timeout = Duration::from_secs(2);
@@ -142,20 +146,30 @@ fn dead_server_bounds_finish_and_sync_recovers() {
     let finish = t.elapsed();
     println!("dead server: finish returned after {finish:?}");
     assert!(finish < Duration::from_secs(4), "{finish:?}");
-    drop(server);
-    if let Some(py) = python("dead_server_bounds_finish_and_sync_recovers (sync part)") {
-        let healthy = Server::start();
-        let out = swanlab_sync(&py, &healthy, &dir, &log_dir);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            accepted_scalars(&healthy.requests()),
-            expected_scalars(&spec)
-        );
-    }
+    (dir, log_dir)
+}
+
+#[test]
+fn dead_server_bounds_finish() {
+    dead_server_run("dead");
+}
+
+#[test]
+#[ignore = "live reference (make test)"]
+fn swanlab_sync_recovers_a_dead_server_run() {
+    let py = python("swanlab_sync_recovers_a_dead_server_run");
+    let (dir, log_dir) = dead_server_run("dead-sync");
+    let healthy = Server::start();
+    let out = swanlab_sync(&py, &healthy, &dir, &log_dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        accepted_scalars(&healthy.requests()),
+        expected_scalars(&spec())
+    );
 }
 
 /// Child side of `api_key_never_leaks`: one cloud run against `SWANLAB_TEST_CHILD_API_HOST`.

