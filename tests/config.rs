@@ -1,6 +1,7 @@
 //! Run configs: the shipped files load, `--set` reads TOML values or plain strings, unknown keys
 //! and bad values are errors that name them, and `--dry-run` budgets stay within the targets.
-use qwen3_sft::config::RunConfig;
+use qwen3_sft::config::{Method, RunConfig};
+use qwen3_sft::model::lora::Target;
 use std::path::PathBuf;
 
 fn cfg(name: &str) -> PathBuf {
@@ -28,21 +29,27 @@ fn shipped_configs_load_with_the_seed_recipe() {
     let c = RunConfig::load(&cfg("qwen3-1.7b-lora.toml"), &[]).unwrap();
     let t = &c.train;
     assert_eq!(
-        (t.lr, t.epochs, t.batch_size, t.grad_accum),
+        (
+            t.lr.get(),
+            t.epochs.get(),
+            t.batch_size.get(),
+            t.grad_accum.get()
+        ),
         (1e-4, 2.0, 1, 4)
     );
     assert_eq!(
         (
-            t.logging_steps,
-            t.eval_steps,
-            t.save_steps,
-            t.max_grad_norm,
-            t.warmup_steps
+            t.logging_steps.get(),
+            t.eval_steps.get(),
+            t.save_steps.get(),
+            t.max_grad_norm.get(),
+            t.warmup_steps.get()
         ),
         (10, 100, 400, 1.0, 0)
     );
-    assert_eq!(c.data.max_length, 2048);
-    assert_eq!((c.lora.r, c.lora.alpha, c.lora.dropout), (8, 32.0, 0.1));
+    assert_eq!(c.data.max_length.get(), 2048);
+    let l = &c.lora;
+    assert_eq!((l.r.get(), l.alpha.get(), l.dropout.get()), (8, 32.0, 0.1));
     assert_eq!(c.lora.targets.len(), 7);
 }
 
@@ -59,26 +66,34 @@ fn set_reads_toml_values_or_strings() {
     .map(|s| s.to_string())
     .collect();
     let c = RunConfig::load(&cfg("qwen3-1.7b-full.toml"), &sets).unwrap();
-    assert_eq!(c.train.method, "lora");
-    assert_eq!(c.train.lr, 2e-4);
-    assert_eq!(c.lora.targets, vec!["q_proj", "v_proj"]);
+    assert_eq!(c.train.method, Method::Lora);
+    assert_eq!(c.train.lr.get(), 2e-4);
+    assert_eq!(c.lora.targets, vec![Target::QProj, Target::VProj]);
     assert_eq!(c.train.output_dir, PathBuf::from("runs/x"));
-    assert_eq!(c.train.max_steps, Some(7));
+    assert_eq!(c.train.max_steps.map(|s| s.get()), Some(7));
 }
 
 #[test]
 fn unknown_keys_and_bad_values_are_named() {
     assert!(err("demo-cpu.toml", &["train.lrr=1"]).contains("unknown field `lrr`"));
     assert!(err("demo-cpu.toml", &["optimizer.lr=1"]).contains("unknown section `[optimizer]`"));
-    assert!(err("demo-cpu.toml", &["train.lr=-1"]).contains("train.lr"));
-    assert!(err("demo-cpu.toml", &["train.method=qlora"]).contains("train.method"));
+    assert!(err("demo-cpu.toml", &["train.lr=-1"])
+        .contains("[train] lr: -1 is not a finite number above 0"));
+    let method = err("demo-cpu.toml", &["train.method=qlora"]);
+    assert!(
+        method.contains("[train] method: unknown variant `qlora`, expected `full` or `lora`"),
+        "{method}"
+    );
     assert!(err(
         "demo-cpu.toml",
         &["train.method=lora", r#"lora.targets=["qq_proj"]"#]
     )
     .contains("qq_proj"));
     assert!(err("demo-cpu.toml", &["model.dtype=fp8"]).contains("fp8"));
-    assert!(err("demo-cpu.toml", &["data.template=chatml"]).contains("data.template"));
+    assert!(err("demo-cpu.toml", &["data.template=chatml"])
+        .contains("[data] template: unknown variant `chatml`"));
+    assert!(err("demo-cpu.toml", &["model.device=cuda:x"])
+        .contains("[model] device: unknown device `cuda:x`"));
     assert!(err("demo-cpu.toml", &["trainlr=1"]).contains("section.key"));
 }
 
@@ -88,7 +103,7 @@ fn unknown_keys_and_bad_values_are_named() {
 fn dry_run_budgets_meet_the_targets() {
     let total = |name: &str| {
         let c = RunConfig::load(&cfg(name), &["model.device=cuda".to_string()]).unwrap();
-        let text = qwen3_sft::train::cli::dry_run(&c).unwrap();
+        let text = qwen3_sft::train::memory::dry_run(&c).unwrap();
         let line = text.lines().find(|l| l.contains("total (peak)")).unwrap();
         line.split_whitespace()
             .rev()

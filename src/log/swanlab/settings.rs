@@ -20,6 +20,8 @@ use super::netrc;
 
 pub const DEFAULT_PROJECT: &str = "qwen3-sft-medical";
 pub use super::fields::DEFAULT_API_HOST;
+#[cfg(test)]
+use super::fields::DEFAULT_WEB_HOST;
 
 /// Where logs go. The SDK's `online` and `local` modes are accepted as aliases: `local` writes
 /// the same run directory as `offline` (this crate ships no local dashboard).
