@@ -281,13 +281,17 @@ mod tests {
     }
 
     #[test]
-    fn not_used_where_autograd_records_or_for_many_rows() {
-        let w = Tensor::zeros([4, 8], (Kind::BFloat16, Device::Cpu)).set_requires_grad(true);
+    fn used_only_while_generation_installs_it() {
+        let w = Tensor::zeros([4, 8], (Kind::BFloat16, Device::Cpu));
         let x = Tensor::zeros([1, 8], (Kind::BFloat16, Device::Cpu));
-        assert!(!applies(&x, &w));
-        assert!(tch::no_grad(|| applies(&x, &w)) || !avx2_fma());
+        let active = || INSTALLED.with(|i| i.get()) && applies(&x, &w);
+        assert!(!active(), "used without a decoding guard (training would take it)");
+        let guard = decoding(Device::Cpu, Kind::BFloat16, 1);
+        assert_eq!(active(), avx2_fma());
+        drop(guard);
+        assert!(!active(), "still used after the guard dropped");
         let many = Tensor::zeros([MAX_ROWS + 1, 8], (Kind::BFloat16, Device::Cpu));
-        assert!(!tch::no_grad(|| applies(&many, &w)));
-        assert!(!tch::no_grad(|| applies(&x.to_kind(Kind::Float), &w)));
+        assert!(!applies(&many, &w));
+        assert!(!applies(&x.to_kind(Kind::Float), &w));
     }
 }
