@@ -1,5 +1,6 @@
 //! Flags several commands share: which model to open (`--model --adapter --tokenizer --dtype
 //! --device --source`, one set of defaults for eval, generate, chat and merge) and how to sample.
+use crate::data::encode::SYSTEM_PROMPT;
 use crate::data::tokenizer::QwenTokenizer;
 use crate::hub::Source;
 use crate::infer::{GenOptions, GenerationConfig};
@@ -50,6 +51,17 @@ impl ModelArgs {
     pub fn resolve(&self) -> Result<Resolved> {
         model::open::resolve(&self.spec()?)
     }
+}
+
+/// How a question becomes a prompt (generate, chat).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PromptArgs {
+    /// System prompt; "" for none [default: the reference's medical-expert prompt]
+    #[arg(long, default_value = SYSTEM_PROMPT, hide_default_value = true)]
+    pub system: String,
+    /// Pre-fill an empty <think> block (Qwen3's enable_thinking=False); in chat, `/think on` turns it back on
+    #[arg(long)]
+    pub no_think: bool,
 }
 
 #[derive(clap::Args, Debug, Clone)]

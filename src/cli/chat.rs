@@ -3,9 +3,8 @@
 //! before the last user turn, as Qwen3's docs ask of multi-turn use). Commands: `/reset`,
 //! `/system TEXT`, `/think on|off`, `/help`, `/exit`. Ctrl-C stops the answer being generated and
 //! returns to the prompt; at the prompt, a second Ctrl-C in a row exits.
-use super::args::{self, ModelArgs, SamplingArgs};
+use super::args::{self, ModelArgs, PromptArgs, SamplingArgs};
 use crate::data::chat::Message;
-use crate::data::encode::SYSTEM_PROMPT;
 use crate::infer::text::{chat_prompt_ids, Completion, StreamPrinter};
 use crate::infer::{generate_stream, Stop};
 use anyhow::{Context, Result};
@@ -16,12 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub struct ChatArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// System prompt; "" for none [default: the reference's medical-expert prompt]
-    #[arg(long, default_value = SYSTEM_PROMPT, hide_default_value = true)]
-    pub system: String,
-    /// Start with thinking off (Qwen3's enable_thinking=False); `/think on` turns it back on
-    #[arg(long)]
-    pub no_think: bool,
+    #[command(flatten)]
+    pub template: PromptArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -59,8 +54,8 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let model = resolved.load()?.model;
     ctrlc::set_handler(on_ctrl_c).context("installing the Ctrl-C handler")?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut system = args.system.clone();
-    let mut think = !args.no_think;
+    let mut system = args.template.system.clone();
+    let mut think = !args.template.no_think;
     let mut history: Vec<Message> = Vec::new();
     eprintln!("{HELP}");
     let stdin = std::io::stdin();

@@ -3,8 +3,7 @@
 //! inference_lora.py: official template with the system prompt, `generate`, decode with special
 //! tokens skipped. Streams to a terminal, or prints one JSON object per prompt with `--json`.
 //! The model/sampling flags are shared with `chat` (`cli::args`).
-use super::args::{self, ModelArgs, SamplingArgs};
-use crate::data::encode::SYSTEM_PROMPT;
+use super::args::{self, ModelArgs, PromptArgs, SamplingArgs};
 use crate::data::tokenizer::QwenTokenizer;
 use crate::infer::text::{prompt_ids, Completion, StreamPrinter};
 use crate::infer::{generate, generate_stream, Generated};
@@ -29,12 +28,8 @@ pub struct GenerateArgs {
     /// Raw prompt token ids, comma-separated, used as is (no template); repeat for a batch
     #[arg(long)]
     pub prompt_ids: Vec<String>,
-    /// System prompt; "" for none [default: the reference's medical-expert prompt]
-    #[arg(long, default_value = SYSTEM_PROMPT, hide_default_value = true)]
-    pub system: String,
-    /// Pre-fill an empty <think> block (Qwen3's enable_thinking=False)
-    #[arg(long)]
-    pub no_think: bool,
+    #[command(flatten)]
+    pub template: PromptArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Prompts generated together (left-padded); streaming output is one at a time
@@ -54,12 +49,12 @@ struct Prompt {
 }
 
 fn prompts(args: &GenerateArgs, tok: Option<&QwenTokenizer>) -> Result<Vec<Prompt>> {
-    let think = args.no_think.then_some(false);
+    let think = args.template.no_think.then_some(false);
     let question = |q: &str| -> Result<Prompt> {
         let tok = tok.expect("loaded for text prompts");
         Ok(Prompt {
             label: q.to_string(),
-            ids: prompt_ids(tok, Some(&args.system), q, think)?,
+            ids: prompt_ids(tok, Some(&args.template.system), q, think)?,
         })
     };
     if let Some(q) = &args.prompt {

@@ -285,7 +285,10 @@ mod tests {
         let w = Tensor::zeros([4, 8], (Kind::BFloat16, Device::Cpu));
         let x = Tensor::zeros([1, 8], (Kind::BFloat16, Device::Cpu));
         let active = || INSTALLED.with(|i| i.get()) && applies(&x, &w);
-        assert!(!active(), "used without a decoding guard (training would take it)");
+        assert!(
+            !active(),
+            "used without a decoding guard (training would take it)"
+        );
         let guard = decoding(Device::Cpu, Kind::BFloat16, 1);
         assert_eq!(active(), avx2_fma());
         drop(guard);

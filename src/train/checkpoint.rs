@@ -177,36 +177,29 @@ pub fn save(
     state: &TrainerState,
     side: Option<&Path>,
 ) -> Result<PathBuf> {
-    while_saving(|| write_checkpoint(out_dir, model, opt, state, side))
-}
-
-fn write_checkpoint(
-    out_dir: &Path,
-    model: &Model,
-    opt: &AdamW,
-    state: &TrainerState,
-    side: Option<&Path>,
-) -> Result<PathBuf> {
     let dir = out_dir.join(format!("checkpoint-{}", state.global_step));
-    weights::write_dir_atomically(&dir, |tmp| {
-        if model.lora.is_some() {
-            model.write_adapter(tmp, &state.base_model, side)?;
-        } else {
-            model.write_hf(tmp, false, side)?;
-        }
-        let meta = BTreeMap::new();
-        weights::write_safetensors(
-            &tmp.join("optimizer.safetensors"),
-            &opt.state_tensors(),
-            &meta,
-        )?;
-        std::fs::write(
-            tmp.join("trainer_state.json"),
-            serde_json::to_string_pretty(state)?,
-        )?;
-        Ok(())
-    })
-    .with_context(|| format!("cannot write checkpoint {}", dir.display()))?;
+    let write = || {
+        weights::write_dir_atomically(&dir, |tmp| {
+            if model.lora.is_some() {
+                model.write_adapter(tmp, &state.base_model, side)?;
+            } else {
+                model.write_hf(tmp, false, side)?;
+            }
+            let meta = BTreeMap::new();
+            weights::write_safetensors(
+                &tmp.join("optimizer.safetensors"),
+                &opt.state_tensors(),
+                &meta,
+            )?;
+            std::fs::write(
+                tmp.join("trainer_state.json"),
+                serde_json::to_string_pretty(state)?,
+            )?;
+            Ok(())
+        })
+        .with_context(|| format!("cannot write checkpoint {}", dir.display()))
+    };
+    while_saving(write)?;
     Ok(dir)
 }
 
