@@ -324,3 +324,46 @@ fn signals_at_random_points_resume_exactly() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+#[test]
+fn resume_refuses_another_run_and_says_what_changed() {
+    let d = tmp("resume");
+    let out = d.join("run");
+    let cfg = config(&d, &out, "");
+    ok(&mut train(&cfg, &["--set", "train.max_steps=3"]));
+    let e = fails_with(
+        &mut train(&cfg, &["--resume", "--set", "train.method=lora"]),
+        "train.method full, this run has lora",
+    );
+    assert!(e.contains("checkpoint-3"), "{e}");
+    let other = d.join("other.jsonl");
+    let rows = std::fs::read_to_string(d.join("train.jsonl")).unwrap();
+    std::fs::write(&other, rows.lines().rev().collect::<Vec<_>>().join("\n")).unwrap();
+    let set = format!("data.train_file={}", other.display());
+    let e = fails_with(
+        &mut train(&cfg, &["--resume", "--set", &set]),
+        "training data sha256",
+    );
+    assert!(
+        e.contains("train.jsonl") && e.contains("other.jsonl"),
+        "{e}"
+    );
+    fails_with(
+        &mut train(&cfg, &["--resume", "--set", "model.path=random:demo"]),
+        "model.path random:tiny, this run has random:demo",
+    );
+    let o = ok(&mut train(
+        &cfg,
+        &["--resume", "--set", "train.max_steps=4"],
+    ));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("now ends at step 4 (it was to end at 3)"),
+        "{said}"
+    );
+    let state = std::fs::read_to_string(out.join("checkpoint-4/trainer_state.json")).unwrap();
+    assert!(
+        state.contains("\"max_steps\": 4"),
+        "stale trainer_state.json: {state}"
+    );
+}
