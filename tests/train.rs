@@ -1,13 +1,13 @@
-//! Training against the seed's stack run live (transformers Trainer, peft), exact resume after
-//! SIGKILL, recomputation equal to the plain backward, bf16 following fp32, and saved models that
-//! transformers and peft load with the same logits.
+//! Training against the seed's stack run live (transformers Trainer, peft) from a model whose
+//! logits carry signal, exact resume after SIGKILL, and saved models that transformers and peft
+//! load with the same logits. The trainer's pieces in process: tests/train_steps.rs.
 mod common;
 use common::{python, rel_diff, root, tokenizer_dir};
-use qwen3_sft::model::{LoraConfig, Model};
-use qwen3_sft::train::{loss, recompute};
+use qwen3_sft::model::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
 fn bin() -> Command {
@@ -96,35 +96,55 @@ fn run_ok(mut c: Command) -> String {
     text
 }
 
-/// Losses (and grad norms, learning rates) of 5 optimizer steps equal the Trainer's.
+/// Relative, about ten times the worst measured on the signal model (full and LoRA, 5 steps):
+/// loss 1.0e-7, grad norm 1.1e-7; learning rates agree to the last digit.
+const LOSS_TOL: f64 = 1e-6;
+const GRAD_NORM_TOL: f64 = 1e-6;
+/// Measured 0 (the same libtorch kernels on both sides); a few fp32 roundings of headroom.
+const LOGITS_TOL: f64 = 1e-6;
+
+/// The model every live check here starts from: train_reference.py's `signal` model (tiny Qwen3,
+/// Qwen3's vocabulary, pretrained on sample rows 40.. so that its logits carry signal; the tests
+/// use rows below 20). Made once per test process.
+fn signal_model() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tmp("signal").join("model");
+        let mut c = Command::new(python("signal model"));
+        c.arg(root().join("tests/reference/train_reference.py"))
+            .arg("signal")
+            .args([&tokenizer_dir(), &sample_file()])
+            .arg("40")
+            .arg(&dir);
+        let made = run_ok(c);
+        let summary = made.lines().rfind(|l| l.starts_with('{'));
+        println!("signal model: {}", summary.unwrap_or_default());
+        dir
+    })
+}
+
+/// Losses, grad norms and learning rates of 5 optimizer steps (2 micro-batches of 2) equal the
+/// Trainer's, from a model whose loss starts well below ln V.
 fn trainer_parity(method: &str) {
     let test = format!("trainer_parity_{method}");
-    let (Some(py), Some(tok)) = (python(&test), tokenizer_dir(&test)) else {
-        return;
-    };
+    let (py, tok, model) = (python(&test), tokenizer_dir(), signal_model());
     let dir = tmp(&test);
     first_rows(20, &dir.join("train.jsonl"));
     let mut c = Command::new(py);
     c.arg(root().join("tests/reference/train_reference.py"))
-        .args([
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--data",
-            dir.join("train.jsonl").to_str().unwrap(),
-        ])
-        .args([
-            "--out",
-            dir.join("ref").to_str().unwrap(),
-            "--method",
-            method,
-            "--samples",
-            "20",
-        ]);
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--data")
+        .arg(dir.join("train.jsonl"))
+        .arg("--model")
+        .arg(model)
+        .arg("--out")
+        .arg(dir.join("ref"))
+        .args(["--method", method, "--samples", "20"]);
     run_ok(c);
     let reference: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ref/losses.json")).unwrap())
             .unwrap();
-    let model = dir.join("ref/model");
     let cfgp = config(&dir, model.to_str().unwrap(), &tok, method, "");
     let mut c = bin();
     c.args(["train", "--config", cfgp.to_str().unwrap()]);
@@ -143,51 +163,68 @@ fn trainer_parity(method: &str) {
         reference.len(),
         "step count: ours {ours:?}, reference {reference:?}"
     );
+    let ln_v = (151936f64).ln();
+    let first = reference[0]["loss"].as_f64().unwrap();
+    println!("{method}: ln V {ln_v:.4}, Trainer's first loss {first:.4}");
+    assert!(
+        first < ln_v - 1.0,
+        "the model carries no signal: loss {first}"
+    );
+    // every step printed first, so a failure shows how far each step is off
+    let mut worst = (0f64, 0f64, 0f64); // loss, grad norm, learning rate
     for (i, r) in reference.iter().enumerate() {
+        assert_eq!(ours[i].0, r["step"].as_i64().unwrap());
         let (want, got) = (r["loss"].as_f64().unwrap(), ours[i].1);
+        let (gn, lr) = (
+            r["grad_norm"].as_f64().unwrap(),
+            r["learning_rate"].as_f64().unwrap(),
+        );
+        let dl = (got - want).abs() / want;
+        let dn = (norms[i].1 - gn).abs() / gn;
+        let dr = (lrs[i].1 - lr).abs() / lr;
+        worst = (worst.0.max(dl), worst.1.max(dn), worst.2.max(dr));
         println!(
-            "{method} step {}: loss {got:.6} vs {want:.6}, grad_norm {:.5} vs {:.5}",
+            "{method} step {}: loss {got:.7} vs {want:.7} ({dl:.1e}), grad_norm {:.6} vs \
+             {gn:.6} ({dn:.1e}), lr {:e} vs {lr:e}",
             i + 1,
             norms[i].1,
-            r["grad_norm"]
-        );
-        assert_eq!(ours[i].0, r["step"].as_i64().unwrap());
-        assert!(
-            (got - want).abs() / want < 1e-3,
-            "{method} step {}: loss {got} vs Trainer {want}",
-            i + 1
-        );
-        let gn = r["grad_norm"].as_f64().unwrap();
-        assert!(
-            (norms[i].1 - gn).abs() / gn < 1e-2,
-            "{method} step {}: grad_norm {} vs {gn}",
-            i + 1,
-            norms[i].1
-        );
-        let lr = r["learning_rate"].as_f64().unwrap();
-        assert!(
-            (lrs[i].1 - lr).abs() <= 1e-9 + 1e-6 * lr,
-            "{method} step {}: lr {} vs {lr}",
-            i + 1,
             lrs[i].1
         );
     }
+    let (dl, dn, dr) = worst;
+    println!(
+        "{method}: worst relative differences: loss {dl:.1e}, grad_norm {dn:.1e}, lr {dr:.1e}"
+    );
+    assert!(
+        dl < LOSS_TOL,
+        "{method}: losses differ from the Trainer's by up to {dl:.1e}"
+    );
+    assert!(
+        dn < GRAD_NORM_TOL,
+        "{method}: grad norms differ by up to {dn:.1e}"
+    );
+    assert!(
+        dr < 1e-12,
+        "{method}: learning rates differ by up to {dr:.1e}"
+    );
 }
 
 #[test]
+#[ignore = "live reference (make test)"]
 fn trainer_parity_full() {
     trainer_parity("full");
 }
 
 #[test]
+#[ignore = "live reference (make test)"]
 fn trainer_parity_lora() {
     trainer_parity("lora");
 }
 
-/// A config for `random:tiny` (Qwen3 vocabulary, 2 layers) on the first 16 sample rows.
-fn tiny_config(dir: &Path, tok: &Path, method: &str, extra: &[&str]) -> (PathBuf, Vec<String>) {
+/// A config for `model` (`random:tiny`: Qwen3 vocabulary, 2 layers) on the first 16 sample rows.
+fn tiny_config(dir: &Path, model: &str, method: &str, extra: &[&str]) -> (PathBuf, Vec<String>) {
     first_rows(16, &dir.join("train.jsonl"));
-    let cfg = config(dir, "random:tiny", tok, method, "");
+    let cfg = config(dir, model, &tokenizer_dir(), method, "");
     let mut sets = vec![
         "train.max_steps=12".to_string(),
         "train.save_steps=2".into(),
@@ -211,12 +248,8 @@ fn train_cmd(cfg: &Path, sets: &[String]) -> Command {
 /// SIGKILL between checkpoints, then `--resume`: the same losses step for step as a run that
 /// was never interrupted (data order, optimizer state and dropout masks all replayed).
 fn resume_exact(method: &str, extra: &[&str]) {
-    let test = format!("resume_exact_{method}");
-    let Some(tok) = tokenizer_dir(&test) else {
-        return;
-    };
-    let dir = tmp(&test);
-    let (cfg, mut sets) = tiny_config(&dir, &tok, method, extra);
+    let dir = tmp(&format!("resume_exact_{method}"));
+    let (cfg, mut sets) = tiny_config(&dir, "random:tiny", method, extra);
     sets.push(format!(
         "train.output_dir={}",
         dir.join("straight").display()
@@ -254,6 +287,12 @@ fn resume_exact(method: &str, extra: &[&str]) {
         straight.len(),
         "resumed run logged {resumed:?}"
     );
+    let worst = straight
+        .iter()
+        .zip(&resumed)
+        .map(|(a, b)| (a.1 - b.1).abs() / a.1.abs())
+        .fold(0f64, f64::max);
+    println!("{method}: uninterrupted vs resumed losses, worst relative {worst:.1e}");
     for (a, b) in straight.iter().zip(&resumed) {
         assert_eq!(a.0, b.0);
         assert!(
@@ -276,169 +315,20 @@ fn resume_exact_lora() {
     resume_exact("lora", &["lora.dropout=0.1"]);
 }
 
-/// Layer recomputation gives the gradients of the plain backward (LoRA dropout included: each
-/// layer reseeds, so both passes draw the same masks).
-/// libtorch's default CPU generator is one per process: the in-process tests that seed it and
-/// draw from it (dropout masks, random data) take turns, or a parallel test reseeds it midway.
-static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
-fn recompute_equals_plain_backward() {
-    let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = root().join("tests/golden/parity/tied");
-    let lora = LoraConfig {
-        r: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        targets: vec!["q_proj".into(), "down_proj".into()],
-        rslora: false,
-    };
-    let ids = Tensor::from_slice(&[5i64, 17, 42, 99, 7, 300, 12, 64, 3, 8, 250, 77]).view([2, 6]);
-    let padding = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]).view([2, 6]);
-    let labels = Tensor::from_slice(&[-100i64, 17, 42, 99, 7, 300, -100, -100, 3, 8, -100, -100])
-        .view([2, 6]);
-    let shifted = loss::shift_labels(&labels);
-    let grads = |lora: Option<&LoraConfig>, plan: Option<Vec<bool>>| {
-        let m = Model::load(&dir, Kind::Float, Device::Cpu, lora).unwrap();
-        let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        tch::manual_seed(3);
-        tch::no_grad(|| {
-            for (n, mut t) in vars {
-                if n.contains("lora_B") {
-                    let _ = t.normal_(0.0, 0.1);
-                }
-            }
-        });
-        match &plan {
-            Some(p) => {
-                let mut head = loss::ChunkedLoss::new(4);
-                recompute::forward_backward(
-                    &m.net,
-                    &ids,
-                    Some(&padding),
-                    &shifted,
-                    0.1,
-                    p,
-                    7,
-                    &mut head,
-                );
-            }
-            None => {
-                let h = m.net.forward(&ids, Some(&padding), None, true);
-                (loss::ce_sum(&h, m.net.head_weight(), &shifted, 4) * 0.1).backward();
-            }
-        }
-        let mut g: Vec<(String, Tensor)> =
-            m.vs.variables()
-                .into_iter()
-                .filter(|(_, t)| t.requires_grad())
-                .map(|(n, t)| (n, t.grad()))
-                .collect();
-        g.sort_by(|a, b| a.0.cmp(&b.0));
-        g
-    };
-    let n = 3;
-    for lora in [None, Some(&lora)] {
-        let plain = grads(lora, None);
-        for plan in [vec![true; n], vec![false; n], vec![true, false, true]] {
-            let got = grads(lora, Some(plan.clone()));
-            assert_eq!(got.len(), plain.len());
-            for ((name, a), (_, b)) in got.iter().zip(&plain) {
-                let d = rel_diff(a, b);
-                assert!(
-                    d < 1e-5,
-                    "lora {} plan {plan:?}: {name} differs by {d:.2e}",
-                    lora.is_some()
-                );
-            }
-        }
-    }
-    // With dropout, recomputing all layers must equal storing all of them.
-    let dropped = LoraConfig {
-        dropout: 0.3,
-        ..lora.clone()
-    };
-    let all = grads(Some(&dropped), Some(vec![true; n]));
-    let none = grads(Some(&dropped), Some(vec![false; n]));
-    let fresh = grads(Some(&dropped), Some(vec![false, true, false]));
-    for i in 0..all.len() {
-        let d = rel_diff(&all[i].1, &none[i].1);
-        assert!(d < 1e-5, "dropout: {} differs by {d:.2e}", all[i].0);
-        let d = rel_diff(&fresh[i].1, &none[i].1);
-        assert!(d < 1e-5, "dropout: {} differs by {d:.2e}", all[i].0);
-    }
-}
-
-/// bf16 training follows the fp32 curve (fp32 moments, fp32 update), on the tiny parity model
-/// with the trainer's own pieces (recomputation, chunked loss, clipping, AdamW, schedule). In
-/// process because libtorch's bf16 GEMM on CPUs without AVX-512 BF16 is a slow reference kernel.
-#[test]
-fn bf16_follows_fp32() {
-    use qwen3_sft::train::optim::{clip_grad_norm, linear_lr, AdamW};
-    let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = root().join("tests/golden/parity/tied");
-    let steps = 12;
-    let curve = |kind: Kind| {
-        let m = Model::load(&dir, kind, Device::Cpu, None).unwrap();
-        let mut params: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut opt = AdamW::new(params, (0.9, 0.999), 1e-8, 0.0, true);
-        let plan = recompute::plan(m.net.layers.len(), true, None);
-        tch::manual_seed(11);
-        // a small fixed "language": 4 sequences the model can learn to predict
-        let ids = Tensor::randint(384, [4, 24], (Kind::Int64, Device::Cpu));
-        let shifted = loss::shift_labels(&ids);
-        let n = shifted.ne(loss::IGNORE).sum(Kind::Int64).double_value(&[]);
-        let mut head = loss::ChunkedLoss::new(64);
-        (0..steps)
-            .map(|step| {
-                let l = recompute::forward_backward(
-                    &m.net,
-                    &ids,
-                    None,
-                    &shifted,
-                    1.0 / n,
-                    &plan,
-                    step,
-                    &mut head,
-                ) / n;
-                clip_grad_norm(&opt.params, 1.0);
-                opt.step(linear_lr(1e-2, step, 0, steps));
-                opt.zero_grad();
-                l
-            })
-            .collect::<Vec<f64>>()
-    };
-    let (fp32, bf16) = (curve(Kind::Float), curve(Kind::BFloat16));
-    assert!(
-        fp32[0] - fp32[steps as usize - 1] > 0.5,
-        "fp32 loss did not fall: {fp32:?}"
-    );
-    for (i, (a, b)) in fp32.iter().zip(&bf16).enumerate() {
-        println!("step {}: fp32 {a:.4} bf16 {b:.4}", i + 1);
-        assert!(
-            (a - b).abs() / a < 0.02,
-            "step {}: fp32 {a} vs bf16 {b}",
-            i + 1
-        );
-    }
-}
-
 /// The final full model loads in transformers, the final adapter in peft, both without missing or
-/// unexpected keys, with logits equal to ours.
+/// unexpected keys, with logits equal to ours (3 steps from the signal model).
 #[test]
+#[ignore = "live reference (make test)"]
 fn saved_models_load_in_transformers_and_peft() {
     let test = "saved_models_load";
-    let (Some(py), Some(tok)) = (python(test), tokenizer_dir(test)) else {
-        return;
-    };
+    let (py, base) = (python(test), signal_model());
     let dir = tmp(test);
     let ids: Vec<i64> = vec![
         151644, 8948, 198, 100, 2000, 30000, 151645, 198, 151644, 77091, 198,
     ];
     for method in ["full", "lora"] {
-        let (cfg, mut sets) = tiny_config(&dir, &tok, method, &["train.max_steps=3"]);
+        let (cfg, mut sets) =
+            tiny_config(&dir, base.to_str().unwrap(), method, &["train.max_steps=3"]);
         let out = dir.join(method);
         sets.push(format!("train.output_dir={}", out.display()));
         run_ok(train_cmd(&cfg, &sets));
@@ -447,14 +337,10 @@ fn saved_models_load_in_transformers_and_peft() {
             let m = Model::load(&final_dir, Kind::Float, Device::Cpu, None).unwrap();
             (m, final_dir.clone(), None)
         } else {
-            // The base of a random-init LoRA run: the same seed gives the same base weights.
-            let base = dir.join("base");
-            let cfgm = qwen3_sft::model::config::preset("tiny").unwrap();
             let (lcfg, _) = qwen3_sft::model::read_adapter_config(&final_dir).unwrap();
-            let m = Model::random(&cfgm, Kind::Float, Device::Cpu, Some(&lcfg), 42);
-            m.save_hf(&base, false, Some(&tok)).unwrap();
+            let m = Model::load(base, Kind::Float, Device::Cpu, Some(&lcfg)).unwrap();
             m.load_adapter_weights(&final_dir).unwrap();
-            (m, base, Some(final_dir.clone()))
+            (m, base.clone(), Some(final_dir.clone()))
         };
         let want_file = dir.join(format!("{method}.safetensors"));
         let mut c = Command::new(&py);
@@ -474,7 +360,7 @@ fn saved_models_load_in_transformers_and_peft() {
         let d = rel_diff(&got, &want);
         println!("{method}: logits rel diff {d:.2e}");
         assert!(
-            d < 1e-4,
+            d < LOGITS_TOL,
             "{method}: transformers/peft logits differ by {d:.2e}"
         );
     }

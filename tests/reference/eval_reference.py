@@ -1,19 +1,17 @@
-"""The evaluation loss as transformers computes it: a tiny random Qwen3 (Qwen3's vocabulary), the
-samples encoded by the reference encoders (the seed's process_func; the official chat template
-with trl's assistant mask), right-padded batches, and sum of token losses / label tokens
-(`num_items_in_batch`). Writes the model (with the tokenizer files) to OUT/model if missing and
-prints {"TEMPLATE:MAX_LEN": {"loss", "tokens", "samples"}, ...} (batch size 1; the loss does not
-depend on it).
-Usage: python eval_reference.py TOKENIZER_DIR DATA OUT TEMPLATE:MAX_LEN [TEMPLATE:MAX_LEN ...]
+"""The evaluation loss as transformers computes it: MODEL_DIR (train_reference.py's `signal` model,
+trained on other rows than DATA's), the samples encoded by the reference encoders (the seed's
+process_func; the official chat template with trl's assistant mask), right-padded batches, and sum
+of token losses / label tokens (`num_items_in_batch`). Prints {"TEMPLATE:MAX_LEN": {"loss",
+"tokens", "samples"}, ...} (batch size 1).
+Usage: python eval_reference.py TOKENIZER_DIR MODEL_DIR DATA TEMPLATE:MAX_LEN [TEMPLATE:MAX_LEN ...]
 """
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+from transformers import AutoTokenizer, Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_ref import process_func, qwen3_sft  # noqa: E402
@@ -22,16 +20,7 @@ PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带�
 
 
 def main():
-    tok_dir, data, out = sys.argv[1:4]
-    mdir = Path(out) / "model"
-    if not (mdir / "model.safetensors").exists():
-        torch.manual_seed(5)
-        cfg = Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)
-        Qwen3ForCausalLM(cfg).save_pretrained(mdir)
-        for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-            if (Path(tok_dir) / f).exists():
-                shutil.copy(Path(tok_dir) / f, mdir / f)
+    tok_dir, mdir, data = sys.argv[1:4]
     tok = AutoTokenizer.from_pretrained(tok_dir)
     model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.float32).eval()
     rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()]

@@ -1,14 +1,18 @@
 """The seed's training stack run live for a few steps: transformers Trainer (+ peft for LoRA) on the
 reference encoding (`process_func`), sequential order, logging every step.
 
-Writes OUT/model (a tiny random Qwen3 with Qwen3's vocabulary), OUT/init_adapter (LoRA's initial
-weights, so both sides start from the same adapter), and OUT/losses.json: one entry per optimizer
-step with loss, grad_norm and learning_rate as the Trainer logs them. tests/train.rs runs the same
-steps with qwen3-sft and compares.
-Usage: python train_reference.py --tokenizer DIR --data FILE --out DIR --method full|lora [...]
+Starts from MODEL (made by `signal` below), writes OUT/init_adapter (LoRA's initial weights, so both
+sides start from the same adapter) and OUT/losses.json: one entry per optimizer step with loss,
+grad_norm and learning_rate as the Trainer logs them. tests/train.rs runs the same steps with
+qwen3-sft and compares.
+Usage: python train_reference.py --tokenizer DIR --data FILE --model MODEL --out DIR --method full|lora [...]
+       python train_reference.py signal TOKENIZER_DIR DATA FIRST_ROW MODEL_OUT
 """
 import argparse
 import json
+import math
+import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -33,6 +37,41 @@ def process_func(example, tokenizer, max_length):
             "labels": labels[:max_length]}
 
 
+def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42):
+    """A tiny Qwen3 with Qwen3's vocabulary (tied head, GQA 4/2) whose logits carry signal: a random
+    init (std 0.02: loss ln V + 0.006, logits near uniform, so a broken forward barely moves the loss)
+    pretrained for `steps` AdamW steps on `window`-token windows of the responses in `rows` (rows the
+    tests then do not use), so it has learnt the corpus' token statistics and its loss on unseen rows
+    sits well below ln V. Saved to `out` with the tokenizer's files; prints ln V and the first and
+    last step's loss."""
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                      rope_theta=1_000_000.0, max_position_embeddings=4096, attn_implementation="sdpa")
+    model = Qwen3ForCausalLM(cfg).float()
+    seqs = []
+    for r in rows[:steps]:
+        enc = process_func(r, tok, 4096)
+        start = next(i for i, y in enumerate(enc["labels"]) if y != -100)
+        seqs.append(torch.tensor(enc["input_ids"][start:start + window])[None])
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    losses = []
+    for x in seqs:
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (Path(tok_dir) / f).exists():
+            shutil.copy(Path(tok_dir) / f, Path(out) / f)
+    print(json.dumps({"ln_V": math.log(cfg.vocab_size), "first_step_loss": losses[0],
+                      "last_step_loss": losses[-1]}))
+    return model
+
+
 class Sequential(Trainer):
     """File order, as qwen3-sft's `train.shuffle = false` (also used by bench/train_peer.py)."""
 
@@ -52,9 +91,15 @@ class Record(TrainerCallback):
 
 
 def main():
+    if sys.argv[1:2] == ["signal"]:
+        tok_dir, data, first, out = sys.argv[2:6]
+        rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()][int(first):]
+        signal_model(tok_dir, rows, out)
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--method", choices=["full", "lora"], required=True)
     ap.add_argument("--samples", type=int, default=24)
@@ -67,11 +112,7 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     torch.manual_seed(a.seed)
-    cfg = Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
-                      rope_theta=1_000_000.0, max_position_embeddings=4096, attn_implementation="sdpa")
-    model = Qwen3ForCausalLM(cfg).float()
-    model.save_pretrained(out / "model")
+    model = Qwen3ForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
     rows = [json.loads(l) for l in open(a.data, encoding="utf-8") if l.strip()][: a.samples]
     data = [process_func(r, tok, a.max_length) for r in rows]
