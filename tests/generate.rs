@@ -10,7 +10,7 @@ use qwen3_sft::infer::sampling::filtered_probs;
 use qwen3_sft::infer::{
     generate, merge_adapter, GenOptions, Generated, GenerationConfig, SamplingParams,
 };
-use qwen3_sft::model::{read_adapter_config, Model};
+use qwen3_sft::model::{read_adapter_config, DType, DeviceSpec, Model, ModelSpec};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,6 +18,22 @@ use std::sync::OnceLock;
 use tch::{Device, Kind, Tensor};
 
 const NEW_TOKENS: usize = 48;
+
+/// `qwen3-sft merge` of the golden LoRA adapter into the tied model, stored in `kind`.
+fn merge_into(out: &std::path::Path, kind: Kind) {
+    let dtype = if kind == Kind::Float {
+        DType::Fp32
+    } else {
+        DType::Bf16
+    };
+    let spec = ModelSpec {
+        dtype: Some(dtype),
+        device: DeviceSpec::Cpu,
+        adapter: Some(gdir().join("lora")),
+        ..ModelSpec::new(gdir().join("tied").display().to_string())
+    };
+    merge_adapter(&spec, out, false).unwrap();
+}
 /// Ten times the worst measured fp32 difference (7.8e-7 per-step logits on the goldens, 1.0e-6 merged).
 const FP32_TOL: f64 = 1e-5;
 
@@ -241,14 +257,7 @@ fn lora_adapter_matches_peft_and_its_merge() {
     let g = golden(&gdir().join("tied/golden.safetensors"));
     check_greedy("tied", true, &g, &g, "lora.");
     let out = tmp("merged");
-    merge_adapter(
-        &gdir().join("tied"),
-        &gdir().join("lora"),
-        &out,
-        Kind::Float,
-        Device::Cpu,
-    )
-    .unwrap();
+    merge_into(&out, Kind::Float);
     // Same greedy tokens from the merged directory as from base + adapter.
     let merged = Model::load(&out, Kind::Float, Device::Cpu, None).unwrap();
     let batch = prompts(&g["batch.input_ids"], &g["batch.attention_mask"]);
@@ -292,14 +301,7 @@ fn merged_dir_loads_in_transformers() {
     Tensor::write_safetensors(&[("input_ids", ids), ("attention_mask", mask)], &inp).unwrap();
     for kind in [Kind::Float, Kind::BFloat16] {
         let out = tmp(&format!("merged-{kind:?}"));
-        merge_adapter(
-            &gdir().join("tied"),
-            &gdir().join("lora"),
-            &out,
-            kind,
-            Device::Cpu,
-        )
-        .unwrap();
+        merge_into(&out, kind);
         let res = tmp(&format!("merge-out-{kind:?}.safetensors"));
         let status = Command::new(&py)
             .arg(root().join("tests/reference/make_generate.py"))
