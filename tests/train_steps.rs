@@ -113,7 +113,9 @@ fn bf16_follows_fp32() {
     use qwen3_sft::train::optim::{clip_grad_norm, linear_lr, AdamW};
     let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = root().join("tests/golden/parity/tied");
-    let steps = 12;
+    // 8 steps: the parity model (it carries signal) learns the 4 sequences to a loss near 0.01 by
+    // step 12, where a relative comparison measures nothing but rounding of a vanishing number
+    let steps = 8;
     let curve = |kind: Kind| {
         let m = Model::load(&dir, kind, Device::Cpu, None).unwrap();
         let mut params: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
