@@ -367,3 +367,79 @@ fn resume_refuses_another_run_and_says_what_changed() {
         "stale trainer_state.json: {state}"
     );
 }
+
+/// A model directory from a 1-step run, with `edit` applied to its config.json.
+fn model_dir(d: &Path, name: &str, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let base = d.join("m/final");
+    if !base.exists() {
+        let cfg = config(d, &d.join("m"), "");
+        ok(&mut train(&cfg, &["--set", "train.max_steps=1"]));
+    }
+    let dir = d.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&base).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn bad_models_and_devices_get_one_line_errors() {
+    let d = tmp("models");
+    let data = d.join("train.jsonl");
+    let eval = |model: &Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["eval", "--device", "cpu", "--model"])
+            .arg(model)
+            .arg("--data")
+            .arg(&data)
+            .args(extra);
+        c
+    };
+    let negative = model_dir(&d, "negative", |v| v["hidden_size"] = (-64).into());
+    fails_with(&mut eval(&negative, &[]), "`hidden_size` is -64");
+    let small = model_dir(&d, "small-vocab", |v| v["vocab_size"] = 1000.into());
+    fails_with(
+        &mut eval(&small, &[]),
+        "has vocab_size 1000 but its tokenizer has 151669 ids",
+    );
+    let cfg = config(&d, &d.join("run"), "");
+    let set = format!("model.path=\"{}\"", small.display());
+    fails_with(&mut train(&cfg, &["--set", &set]), "has vocab_size 1000");
+    // an integer tensor where a weight belongs
+    let ints = model_dir(&d, "int-weights", |_| {});
+    let file = ints.join("model.safetensors");
+    let mut tensors = tch::Tensor::read_safetensors(&file).unwrap();
+    tensors[0].1 = tensors[0].1.to_kind(tch::Kind::Int64);
+    let named: Vec<(&str, &tch::Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tch::Tensor::write_safetensors(&named, &file).unwrap();
+    fails_with(&mut eval(&ints, &[]), "not a floating-point weight");
+    // devices this machine does not have
+    let good = model_dir(&d, "good", |_| {});
+    if !tch::Cuda::is_available() {
+        fails_with(
+            &mut eval(&good, &["--device", "cuda:0"]),
+            "libtorch sees 0 CUDA GPU(s)",
+        );
+        fails_with(
+            &mut train(&cfg, &["--set", "model.device=\"cuda:1\""]),
+            "libtorch sees 0 CUDA GPU(s)",
+        );
+    }
+    fails_with(
+        &mut eval(&good, &["--max-length", "8"]),
+        "no label token to score",
+    );
+    let mut c = bin();
+    c.args(["generate", "--device", "cpu", "--prompt", "hi", "--model"])
+        .arg(&good);
+    fails_with(
+        c.args(["--max-new-tokens", "100000"]),
+        "exceeds the model's max_position_embeddings",
+    );
+}
