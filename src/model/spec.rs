@@ -72,8 +72,13 @@ impl DeviceSpec {
                 } else {
                     0
                 };
+                if n == 0 {
+                    bail!(
+                        "device `{self}` requested but libtorch sees no CUDA GPU: use cpu or auto"
+                    );
+                }
                 if i >= n {
-                    bail!("device `{self}` requested but libtorch sees {n} CUDA GPU(s): use cpu, auto or cuda:0..{}", n.max(1) - 1);
+                    bail!("device `{self}` requested but libtorch sees {n} CUDA GPU(s): use cuda:0 to cuda:{}", n - 1);
                 }
                 Ok(Device::Cuda(i))
             }
