@@ -12,11 +12,35 @@ fn bin() -> Command {
     Command::new(exe)
 }
 
-fn tmp(name: &str) -> PathBuf {
+/// A scratch directory, removed when the test that made it passes (kept for a look when it fails).
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Tmp {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("qwen3-sft-safety-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 /// A config for `random:tiny` on the first 12 sample rows; `out` is the run directory.
@@ -184,7 +208,7 @@ fn merge_and_split_never_overwrite_inputs() {
     c.args(["split", "--input"])
         .arg(&input)
         .arg("--output_dir")
-        .arg(&d)
+        .arg(&*d)
         .args(["--train_ratio", "0.5"]);
     fails_with(&mut c, "would overwrite the input");
     assert_eq!(

@@ -207,6 +207,7 @@ fn trainer_parity(method: &str) {
         dr < 1e-12,
         "{method}: learning rates differ by up to {dr:.1e}"
     );
+    let _ = std::fs::remove_dir_all(&dir); // kept only when the test fails
 }
 
 #[test]
@@ -303,6 +304,7 @@ fn resume_exact(method: &str, extra: &[&str]) {
             b.1
         );
     }
+    let _ = std::fs::remove_dir_all(&dir); // kept only when the test fails
 }
 
 #[test]
@@ -364,4 +366,5 @@ fn saved_models_load_in_transformers_and_peft() {
             "{method}: transformers/peft logits differ by {d:.2e}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir); // kept only when the test fails
 }
