@@ -31,7 +31,7 @@ fi
 
 phase "build: cargo build --release"
 cargo build --release 2>&1 | tail -n 2
-[ -e .cache/qwen3-tokenizer/tokenizer.json ] || target/release/qwen3-sft derive-tokenizer --out .cache/qwen3-tokenizer
+make tokenizer
 
 if [ $smoke = 1 ]; then
   args=(--device cpu --model tiny --dtype fp32 --steps "${STEPS:-1}" --out "${OUT:-runs/bench-gpu-smoke}")

@@ -172,7 +172,7 @@ def ours_toml(a, model_dir, method, out_dir, optim_state, extra):
         "[model]", f'path = "{model_dir}"', f'dtype = "{a.dtype}"', f'device = "{a.device}"',
         "[data]", f'train_file = "{a.data}"', f'tokenizer = "{a.tokenizer}"', 'template = "reference"',
         f"max_length = {a.max_length}",
-        "[train]", f'method = "{method}"', f'output_dir = "{out_dir}"', f"max_steps = {a.steps}",
+        "[train]", f'method = "{method}"', f'output_dir = "{out_dir / "run"}"', f"max_steps = {a.steps}",
         "batch_size = 1", "grad_accum = 4", "lr = 1e-4", "warmup_steps = 0", "weight_decay = 0.0",
         "max_grad_norm = 1.0", "logging_steps = 1", "eval_steps = 1000000", "save_steps = 1000000",
         "gradient_checkpointing = true", "shuffle = false", "seed = 42", "predictions = 0",
@@ -184,12 +184,12 @@ def ours_toml(a, model_dir, method, out_dir, optim_state, extra):
     path = out_dir.parent / f"{out_dir.name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
-    return ["train", "--config", str(path), *[x for s in extra for x in ("--set", s)]]
+    return ["train", "--config", str(path), "--overwrite", *[x for s in extra for x in ("--set", s)]]
 
 
 def read_ours(out_dir):
     steps = []
-    for line in (out_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (out_dir / "run" / "metrics.jsonl").read_text().splitlines():
         v = json.loads(line)
         if "train/tokens_per_sec" in v:
             steps.append({"step": v["step"], "loss": v["train/loss"], "grad_norm": v.get("train/grad_norm"),
@@ -255,7 +255,8 @@ def main():
             name = f"ours-{method}" + ("" if optim_state == "param" else "-fp32moments")
             d = out / name
             cmd = [a.bin, *ours_toml(a, model_dir, method, d, optim_state, a.set)]
-            res = run_timed(name, cmd, d, ours_env, d / "metrics.jsonl", a.steps, gpu)
+            # the run in d/run (train refuses a directory holding files it did not write: log, time)
+            res = run_timed(name, cmd, d, ours_env, d / "run" / "metrics.jsonl", a.steps, gpu)
             steps = read_ours(d)
             # tokens per step are the same on both sides (same samples, batch 1): recover seconds
             toks = peer_tokens(a, method, len(steps))

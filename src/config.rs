@@ -393,9 +393,6 @@ impl RunConfig {
         if self.train.method == Method::Lora && self.lora.targets.is_empty() {
             bail!("lora.targets is empty: name at least one projection to adapt");
         }
-        if self.lora.adapter.is_some() && self.train.method != Method::Lora {
-            bail!("lora.adapter is set but train.method = \"full\": use method = \"lora\" to continue an adapter");
-        }
         Ok(())
     }
 
