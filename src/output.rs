@@ -1,7 +1,7 @@
 //! Output directories that never destroy what this program did not create. Each command that
 //! writes a directory (train's run, merge's model, split's files) checks it first: a new or empty
 //! directory is used; one holding this program's own earlier output of the same kind (its marker
-//! file, or for runs of earlier versions their files) is replaced only when asked (`--overwrite`);
+//! file; train also recognises the files of runs from earlier versions) is replaced only when asked (`--overwrite`);
 //! anything else, and any output inside or above an input, is an error naming the path.
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -59,25 +59,11 @@ pub fn mark(dir: &Path, kind: &str) -> Result<()> {
     std::fs::write(&p, format!("{kind}\n")).with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// What `out` holds before a command writes it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Existing {
-    /// Nothing, or an empty directory.
-    Nothing,
-    /// This program's earlier output of the kind asked about.
-    Ours,
-}
-
-/// Checks `out` for a command writing output of `kind`: `is_ours` recognises earlier output of
-/// that kind without a marker (files of earlier versions). Ours is an error unless `overwrite`.
-pub fn check_dir(
-    out: &Path,
-    kind: &str,
-    overwrite: bool,
-    is_ours: impl Fn(&Path) -> bool,
-) -> Result<Existing> {
+/// Checks `out` for a command writing output of `kind`: a new or empty directory is fine; one
+/// holding this program's earlier output of that kind (its marker) only with `overwrite`.
+pub fn check_dir(out: &Path, kind: &str, overwrite: bool) -> Result<()> {
     if !out.exists() {
-        return Ok(Existing::Nothing);
+        return Ok(());
     }
     if !out.is_dir() {
         bail!("output {} exists and is not a directory", out.display());
@@ -87,11 +73,11 @@ pub fn check_dir(
         .next()
         .is_none();
     if empty {
-        return Ok(Existing::Nothing);
+        return Ok(());
     }
-    let ours = marker(out).map_or_else(|| is_ours(out), |k| k == kind);
+    let ours = marker(out).is_some_and(|k| k == kind);
     match (ours, overwrite) {
-        (true, true) => Ok(Existing::Ours),
+        (true, true) => Ok(()),
         (true, false) => bail!(
             "output {} holds an earlier {kind} output of qwen3-sft: pass --overwrite to replace it, or choose another directory",
             out.display()

@@ -22,7 +22,7 @@ pub fn merge_adapter(spec: &ModelSpec, out: &Path, overwrite: bool) -> Result<()
         inputs.push(("the base model", base));
     }
     output::check_apart(out, &inputs)?;
-    output::check_dir(out, KIND, overwrite, |_| false)?;
+    output::check_dir(out, KIND, overwrite)?;
     let opened = resolved.load()?;
     weights::write_dir_atomically(out, |tmp| {
         let side = opened.side_files();

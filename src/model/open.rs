@@ -62,11 +62,6 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// The tokenizer file, or the one error every command gives when there is none.
-    pub fn tokenizer_file(&self) -> Result<&Path> {
-        tokenizer_file(&self.tokenizer, &self.base)
-    }
-
     /// The directory whose tokenizer and generation files saved models copy.
     pub fn side_files(&self) -> Option<PathBuf> {
         match &self.base {
@@ -149,8 +144,15 @@ impl Resolved {
         })
     }
 
+    /// The tokenizer file, or the one error every command gives when there is none.
     pub fn tokenizer_file(&self) -> Result<&Path> {
-        tokenizer_file(&self.tokenizer, &self.base)
+        self.tokenizer.as_deref().with_context(|| {
+            let what = match &self.base {
+                Base::Dir(d) => format!("{} has no tokenizer.json", d.display()),
+                Base::Random(p) => format!("model `random:{p}` has no tokenizer"),
+            };
+            format!("{what}: pass --tokenizer DIR (data.tokenizer in a run config), e.g. .cache/qwen3-tokenizer made by `make tokenizer`")
+        })
     }
 
     /// The directory the model is read from (`None` for `random:`).
@@ -165,16 +167,6 @@ impl Resolved {
 /// Opens the model of `spec`: resolved, built with its adapters, weights loaded.
 pub fn open(spec: &ModelSpec) -> Result<Opened> {
     resolve(spec)?.load()
-}
-
-fn tokenizer_file<'a>(found: &'a Option<PathBuf>, base: &Base) -> Result<&'a Path> {
-    found.as_deref().with_context(|| {
-        let what = match base {
-            Base::Dir(d) => format!("{} has no tokenizer.json", d.display()),
-            Base::Random(p) => format!("model `random:{p}` has no tokenizer"),
-        };
-        format!("{what}: pass --tokenizer DIR (data.tokenizer in a run config), e.g. .cache/qwen3-tokenizer made by `make tokenizer`")
-    })
 }
 
 /// `spec.tokenizer` (a file or a directory; an error when it holds none), else the model's
