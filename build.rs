@@ -41,6 +41,37 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    c10d_shim(root);
+}
+
+/// Compiles src/train/dist/c10d.cpp (torch.distributed's engine for `tch`) against the wheel's
+/// headers and Gloo's (`make setup` puts them in .cache/gloo; GLOO_INCLUDE overrides).
+fn c10d_shim(torch: &Path) {
+    let src = "src/train/dist/c10d.cpp";
+    println!("cargo:rerun-if-changed={src}");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    let gloo = std::env::var("GLOO_INCLUDE").unwrap_or_else(|_| {
+        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it");
+        format!("{dir}/.cache/gloo/usr/include")
+    });
+    if !Path::new(&gloo).join("gloo/context.h").exists() {
+        fail(&format!(
+            "no Gloo headers in {gloo} (the c10d shim needs them; `make setup` runs scripts/gloo.sh)"
+        ));
+    }
+    let include = torch.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .file(src)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(&gloo)
+        .define("USE_C10D_GLOO", None)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .compile("qwen3_sft_c10d");
 }
 
 fn fail(why: &str) -> ! {

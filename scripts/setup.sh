@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Makes libtorch 2.13.0 available to the build: a no-op when LIBTORCH is set or .venv is right,
+# Makes libtorch 2.13.0 (and Gloo's headers, scripts/gloo.sh) available to the build: a no-op when LIBTORCH is set or .venv is right,
 # else creates .venv with the torch==2.13.0 wheel and links .venv/libtorch to its torch package
 # (.cargo/config.toml points LIBTORCH there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Gloo headers for the c10d shim (distributed training), a 50 kB download, once.
+scripts/gloo.sh
 if [ -n "${LIBTORCH:-}" ]; then
   if [ ! -e "$LIBTORCH/lib/libtorch_cpu.so" ]; then
     echo "error: LIBTORCH=$LIBTORCH has no lib/libtorch_cpu.so; unset it to use the project venv, or fix it" >&2

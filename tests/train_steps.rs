@@ -52,6 +52,7 @@ fn recompute_equals_plain_backward() {
                     p,
                     7,
                     &mut head,
+                    &mut |_| {},
                 );
             }
             None => {
@@ -140,6 +141,7 @@ fn bf16_follows_fp32() {
                     &plan,
                     step,
                     &mut head,
+                    &mut |_| {},
                 ) / n;
                 clip_grad_norm(&opt.params, 1.0);
                 opt.step(linear_lr(1e-2, step, 0, steps));

@@ -122,6 +122,22 @@ pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()
     Ok(())
 }
 
+/// The `__metadata__` of a safetensors file (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: as in `for_each_tensor`.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("cannot map {}", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&mmap)
+        .map_err(|e| anyhow::anyhow!("{}: corrupted safetensors header ({e:?})", path.display()))?;
+    Ok(meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
 /// Copies a checkpoint into `vars` (HF names -> model tensors). Names in `optional` may be absent
 /// from the checkpoint; `skip` names are accepted in the checkpoint and ignored (a tied head).
 pub fn load_into(

@@ -3,13 +3,13 @@
 //! and `trainer_state.json` (step, data position, ...). Each is written into a temporary
 //! directory that is renamed into place, with `trainer_state.json` written last, so a checkpoint
 //! directory that exists is complete; a crash or SIGKILL leaves at most a stray temp directory.
-use super::optim::AdamW;
+use super::dist::World;
+use super::optim::{AdamW, Moments};
 use crate::config::{Method, RunConfig};
 use crate::model::{weights, Config, Model};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -169,37 +169,59 @@ pub fn while_saving<T>(write: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Writes `checkpoint-{step}/` (see the module header).
+/// Writes `checkpoint-{step}/` (see the module header). In a distributed job rank 0 writes the
+/// model and the state, and with ZeRO (`sharded`) each rank its `optimizer-R-of-N.safetensors`
+/// into rank 0's temp directory; the directory is renamed into place only when every rank's part
+/// is in.
+#[allow(clippy::too_many_arguments)]
 pub fn save(
     out_dir: &Path,
     model: &Model,
     opt: &AdamW,
     state: &TrainerState,
     side: Option<&Path>,
+    world: &World,
+    sharded: bool,
 ) -> Result<PathBuf> {
-    let dir = out_dir.join(format!("checkpoint-{}", state.global_step));
-    let write = || {
-        weights::write_dir_atomically(&dir, |tmp| {
-            if model.lora.is_some() {
-                model.write_adapter(tmp, &state.base_model, side)?;
-            } else {
-                model.write_hf(tmp, false, side)?;
-            }
-            let meta = BTreeMap::new();
-            weights::write_safetensors(
-                &tmp.join("optimizer.safetensors"),
-                &opt.state_tensors(),
-                &meta,
-            )?;
+    let name = format!("checkpoint-{}", state.global_step);
+    let dir = out_dir.join(&name);
+    let optimizer = |tmp: &Path| -> Result<()> {
+        let file = match sharded {
+            true => format!(
+                "optimizer-{:05}-of-{:05}.safetensors",
+                world.rank + 1,
+                world.size
+            ),
+            false => "optimizer.safetensors".into(),
+        };
+        let (tensors, meta) = opt.state_tensors();
+        weights::write_safetensors(&tmp.join(file), &tensors, &meta)
+    };
+    let what = format!("writing {}", dir.display());
+    let write = || -> Result<()> {
+        if !world.is_main() {
+            let tmp = out_dir.join(format!(".{name}.tmp-{}", world.main_pid));
+            world.all_ok(Ok(()), &what)?; // rank 0 made the directory
+            let mine = if sharded { optimizer(&tmp) } else { Ok(()) };
+            world.all_ok(mine, &what)?;
+            return world.all_ok(Ok(()), &what); // renamed into place
+        }
+        let written = weights::write_dir_atomically(&dir, |tmp| {
+            let mine = match model.lora.is_some() {
+                true => model.write_adapter(tmp, &state.base_model, side),
+                false => model.write_hf(tmp, false, side),
+            };
+            world.all_ok(mine.and_then(|_| optimizer(tmp)), &what)?;
+            world.all_ok(Ok(()), &what)?; // every rank's optimizer part is in
             std::fs::write(
                 tmp.join("trainer_state.json"),
                 serde_json::to_string_pretty(state)?,
             )?;
             Ok(())
-        })
-        .with_context(|| format!("cannot write checkpoint {}", dir.display()))
+        });
+        world.all_ok(written, &what)
     };
-    while_saving(write)?;
+    while_saving(write).with_context(|| format!("cannot write checkpoint {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -326,11 +348,59 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a trainer state", p.display()))
 }
 
-pub fn read_optimizer(dir: &Path) -> Result<BTreeMap<String, tch::Tensor>> {
-    let mut out = BTreeMap::new();
-    weights::for_each_tensor(&dir.join("optimizer.safetensors"), |name, t| {
-        out.insert(name.to_string(), t);
-        Ok(())
-    })?;
+/// The AdamW moments of checkpoint `dir`: `optimizer.safetensors` (one process, or DDP), or the
+/// `optimizer-R-of-N.safetensors` parts of a ZeRO run (all N must be there).
+pub fn read_optimizer(dir: &Path) -> Result<Moments> {
+    let single = dir.join("optimizer.safetensors");
+    let files = match single.exists() {
+        true => vec![single],
+        false => optimizer_parts(dir)?,
+    };
+    let mut out = Moments::new();
+    for f in &files {
+        let offsets = weights::read_metadata(f)?;
+        weights::for_each_tensor(f, |name, t| {
+            let param = name.split_once('.').map_or(name, |(_, p)| p);
+            let at = match offsets.get(&format!("offset.{param}")) {
+                Some(v) => v.parse().with_context(|| {
+                    format!("{}: offset.{param} = {v} is not a number", f.display())
+                })?,
+                None => 0,
+            };
+            out.entry(name.to_string()).or_default().push((at, t));
+            Ok(())
+        })?;
+    }
     Ok(out)
+}
+
+/// A ZeRO checkpoint's optimizer parts, checked to be all there.
+fn optimizer_parts(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut parts: Vec<(usize, usize, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (r, n) = name
+                .strip_prefix("optimizer-")?
+                .strip_suffix(".safetensors")?
+                .split_once("-of-")?;
+            Some((r.parse().ok()?, n.parse().ok()?, e.path()))
+        })
+        .collect();
+    parts.sort();
+    let n = parts.first().map(|p| p.1).with_context(|| {
+        format!(
+            "{}: no optimizer.safetensors or optimizer-*-of-*.safetensors",
+            dir.display()
+        )
+    })?;
+    let ranks: Vec<usize> = parts.iter().filter(|p| p.1 == n).map(|p| p.0).collect();
+    if ranks != (1..=n).collect::<Vec<_>>() || parts.len() != n {
+        anyhow::bail!(
+            "{}: the optimizer state has parts {ranks:?} of {n}: the checkpoint is incomplete",
+            dir.display()
+        );
+    }
+    Ok(parts.into_iter().map(|p| p.2).collect())
 }

@@ -2,6 +2,7 @@
 //! other files are its parts (loss head, layer recomputation, AdamW, checkpoints, memory budget,
 //! progress display, end-of-training predictions, evaluation loss, what a run loads first).
 pub mod checkpoint;
+pub mod dist;
 pub mod eval;
 pub mod loss;
 pub mod memory;

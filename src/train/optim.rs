@@ -19,9 +19,26 @@ pub struct Param {
     pub name: String,
     pub tensor: Tensor,
     pub decay: bool,
+    /// Where `tensor` starts within the named parameter (a ZeRO shard's part; else 0).
+    pub offset: i64,
+    /// The gradient, when it is not `tensor.grad()` (a ZeRO shard's).
+    grad: Option<Tensor>,
     m: Tensor,
     v: Tensor,
 }
+
+impl Param {
+    pub fn grad(&self) -> Tensor {
+        match &self.grad {
+            Some(g) => g.shallow_clone(),
+            None => self.tensor.grad(),
+        }
+    }
+}
+
+/// Saved moments: for each parameter name, the parts (element offset, flat values) found in a
+/// checkpoint (one whole part from a single process; one per rank that owned some of it).
+pub type Moments = BTreeMap<String, Vec<(i64, Tensor)>>;
 
 pub struct AdamW {
     pub params: Vec<Param>,
@@ -42,9 +59,21 @@ impl AdamW {
         weight_decay: f64,
         fp32_state: bool,
     ) -> Self {
-        let params = params
+        let parts = params.into_iter().map(|(n, t)| (n, t, 0, None)).collect();
+        Self::over(parts, betas, eps, weight_decay, fp32_state)
+    }
+
+    /// AdamW over parts of parameters: (name, weight view, offset in the parameter, gradient).
+    pub fn over(
+        parts: Vec<(String, Tensor, i64, Option<Tensor>)>,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        fp32_state: bool,
+    ) -> Self {
+        let params = parts
             .into_iter()
-            .map(|(name, tensor)| {
+            .map(|(name, tensor, offset, grad)| {
                 let kind = if fp32_state {
                     Kind::Float
                 } else {
@@ -57,6 +86,8 @@ impl AdamW {
                     name,
                     tensor,
                     decay,
+                    offset,
+                    grad,
                     m,
                     v,
                 }
@@ -79,7 +110,7 @@ impl AdamW {
         let decay = 1.0 - lr * self.weight_decay;
         tch::no_grad(|| {
             for p in &mut self.params {
-                let g = p.tensor.grad();
+                let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
@@ -125,36 +156,53 @@ impl AdamW {
 
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
-            let mut g = p.tensor.grad();
+            let mut g = p.grad();
             if g.defined() {
                 let _ = g.zero_();
             }
         }
     }
 
-    /// Moments and step for a checkpoint: `exp_avg.<name>`, `exp_avg_sq.<name>`.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![];
+    /// Moments for a checkpoint: `exp_avg.<name>`, `exp_avg_sq.<name>`, and for parts of
+    /// parameters the metadata `offset.<name>` (their first element).
+    pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
+        let (mut out, mut meta) = (vec![], BTreeMap::new());
         for p in &self.params {
             out.push((format!("exp_avg.{}", p.name), p.m.shallow_clone()));
             out.push((format!("exp_avg_sq.{}", p.name), p.v.shallow_clone()));
+            if p.grad.is_some() {
+                meta.insert(format!("offset.{}", p.name), p.offset.to_string());
+            }
         }
-        out
+        (out, meta)
     }
 
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, step: i64) -> Result<()> {
+    /// Restores the moments of every parameter (part) from `saved` (`exp_avg` and `exp_avg_sq`
+    /// keyed `exp_avg.<name>`), whatever split over ranks they were saved with.
+    pub fn load_state(&mut self, saved: &Moments, step: i64) -> Result<()> {
         for p in &mut self.params {
             for (prefix, dst) in [("exp_avg", &mut p.m), ("exp_avg_sq", &mut p.v)] {
                 let key = format!("{prefix}.{}", p.name);
-                let src = tensors
+                let parts = saved
                     .get(&key)
                     .with_context(|| format!("optimizer state has no `{key}`"))?;
+                let n = dst.numel() as i64;
+                let flat = dst.view([-1]);
+                let mut covered = 0;
+                for (at, src) in parts {
+                    let len = src.numel() as i64;
+                    let (s, e) = ((*at).max(p.offset), (at + len).min(p.offset + n));
+                    if s < e {
+                        let from = src.f_view([-1])?.narrow(0, s - at, e - s);
+                        tch::no_grad(|| flat.narrow(0, s - p.offset, e - s).f_copy_(&from))?;
+                        covered += e - s;
+                    }
+                }
                 anyhow::ensure!(
-                    src.size() == dst.size(),
-                    "optimizer state `{key}` has shape {:?}",
-                    src.size()
+                    covered == n,
+                    "optimizer state `{key}` covers {covered} of the {n} elements from offset {} (a checkpoint part is missing)",
+                    p.offset
                 );
-                tch::no_grad(|| dst.f_copy_(src))?;
             }
         }
         self.step = step;
@@ -162,18 +210,18 @@ impl AdamW {
     }
 }
 
-/// Global L2 norm of all gradients (in fp32), then scales them so it is at most `max_norm`
-/// (torch's `clip_grad_norm_`). Returns the norm before clipping, as the Trainer logs it.
-pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
-    let grads: Vec<Tensor> = params
+/// The gradients AdamW steps with (for clipping).
+pub fn grads(params: &[Param]) -> Vec<Tensor> {
+    params
         .iter()
-        .map(|p| p.tensor.grad())
+        .map(Param::grad)
         .filter(|g| g.defined())
-        .collect();
-    if grads.is_empty() {
-        return 0.0;
-    }
-    let sq: f64 = tch::no_grad(|| {
+        .collect()
+}
+
+/// Sum of squared per-tensor L2 norms (in fp32, as torch's `clip_grad_norm_` takes them).
+pub fn squared_norm(grads: &[Tensor]) -> f64 {
+    tch::no_grad(|| {
         grads
             .iter()
             .map(|g| {
@@ -182,18 +230,30 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
                 n * n
             })
             .sum()
-    });
-    let norm = sq.sqrt();
+    })
+}
+
+/// Scales `grads` so that their global norm `norm` is at most `max_norm` (torch's
+/// `clip_grad_norm_`).
+pub fn clip_to(grads: &[Tensor], norm: f64, max_norm: f64) {
     if max_norm > 0.0 {
         let coef = (max_norm / (norm + 1e-6)).min(1.0);
         if coef < 1.0 {
             tch::no_grad(|| {
-                for g in &grads {
+                for g in grads {
                     let _ = g.shallow_clone().g_mul_scalar_(coef);
                 }
             });
         }
     }
+}
+
+/// Global L2 norm of all gradients (in fp32), then scales them so it is at most `max_norm`.
+/// Returns the norm before clipping, as the Trainer logs it.
+pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
+    let grads = grads(params);
+    let norm = squared_norm(&grads).sqrt();
+    clip_to(&grads, norm, max_norm);
     norm
 }
 

@@ -33,10 +33,18 @@ impl LogWindow {
 
 pub struct Progress {
     bar: ProgressBar,
+    /// A rank other than 0 of a distributed job: no bar, no lines.
+    quiet: bool,
 }
 
 impl Progress {
-    pub fn new(total: i64, pos: i64) -> Progress {
+    pub fn new(total: i64, pos: i64, quiet: bool) -> Progress {
+        if quiet {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                quiet,
+            };
+        }
         let bar = ProgressBar::new(total as u64);
         let style = ProgressStyle::with_template(
             "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -44,7 +52,7 @@ impl Progress {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_position(pos as u64);
-        Progress { bar }
+        Progress { bar, quiet }
     }
 
     pub fn stepped(&self, step: i64, loss: f64, lr: f64, tokens_per_sec: f64) {
@@ -58,6 +66,9 @@ impl Progress {
     /// `step N: key value, ...` above the bar in a terminal, or plainly on stdout when the bar is
     /// hidden (a pipe or a file), where indicatif would drop it.
     pub fn say(&self, step: i64, values: &[(&str, f64)]) {
+        if self.quiet {
+            return;
+        }
         let line = values
             .iter()
             .map(|(k, v)| format!("{k} {v:.4e}"))

@@ -10,13 +10,18 @@
 //!
 //! Dropout (LoRA's) must draw the same mask in both passes, so every layer reseeds the RNG from
 //! `(seed, layer)` before it runs: recomputation is exact and a resumed run replays the same masks.
+use super::dist::zero::Ready;
 use super::loss;
 use crate::model::qwen3::{Mask, Qwen3};
 use tch::Tensor;
 
 enum Segment {
-    /// Layers `start..end` run with grad; `input` is the leaf fed to them, `output` their result.
-    Stored { input: Tensor, output: Tensor },
+    /// Layers from `first` up run with grad; `input` is the leaf fed to them, `output` their result.
+    Stored {
+        first: usize,
+        input: Tensor,
+        output: Tensor,
+    },
     /// One layer re-run in backward from its saved input.
     Recompute { layer: usize, input: Tensor },
 }
@@ -37,7 +42,8 @@ pub fn plan(total: usize, gradient_checkpointing: bool, n: Option<i64>) -> Vec<b
 }
 
 /// Runs forward and backward for one micro-batch, accumulating `scale * d(loss_sum)/d(param)`
-/// into every trainable parameter's grad. Returns the summed token loss.
+/// into every trainable parameter's grad. Returns the summed token loss. `ready` is told when
+/// each part's gradients are final (the tail, each layer run, the embedding), in that order.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     net: &Qwen3,
@@ -48,6 +54,7 @@ pub fn forward_backward(
     recompute: &[bool],
     seed: i64,
     loss: &mut loss::ChunkedLoss,
+    ready: &mut dyn FnMut(Ready),
 ) -> f64 {
     let rope = net.rope(ids, None, 0);
     let mask = Mask::new(padding, ids.size()[1], 0);
@@ -62,6 +69,7 @@ pub fn forward_backward(
             segments.push(Segment::Recompute { layer: i, input });
             i += 1;
         } else {
+            let first = i;
             let input = h.detach().set_requires_grad(true);
             let mut out = input.shallow_clone();
             while i < net.layers.len() && !recompute[i] {
@@ -70,7 +78,11 @@ pub fn forward_backward(
                 i += 1;
             }
             h = out.shallow_clone();
-            segments.push(Segment::Stored { input, output: out });
+            segments.push(Segment::Stored {
+                first,
+                input,
+                output: out,
+            });
         }
     }
     // Tail: final norm, then the chunked head as its own boundary.
@@ -79,12 +91,18 @@ pub fn forward_backward(
     let (loss_sum, g_hidden) = loss.backward(&hidden, net.head_weight(), shifted_labels, scale);
     let kind = hidden.kind();
     (hidden * g_hidden).sum(kind).backward();
+    ready(Ready::Tail);
     let mut g = tail_in.grad();
     drop(tail_in);
     while let Some(seg) = segments.pop() {
         let leaf = match seg {
-            Segment::Stored { input, output } => {
+            Segment::Stored {
+                first,
+                input,
+                output,
+            } => {
                 (output * &g).sum(g.kind()).backward();
+                ready(Ready::layer(first));
                 input
             }
             Segment::Recompute { layer, input } => {
@@ -92,6 +110,7 @@ pub fn forward_backward(
                 tch::manual_seed(layer_seed(seed, layer));
                 let out = net.layers[layer].forward(&leaf, &rope, &mask, None, true);
                 (out * &g).sum(g.kind()).backward();
+                ready(Ready::layer(layer));
                 leaf
             }
         };
@@ -107,5 +126,6 @@ pub fn forward_backward(
             let _ = acc.index_add_(0, &ids.reshape([-1]), &g.reshape([-1, c]));
         });
     }
+    ready(Ready::Embedding);
     loss_sum
 }

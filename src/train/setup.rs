@@ -1,11 +1,16 @@
 //! What a run needs before its first step, from the run config: the model spec (and its variant
-//! with a checkpoint's weights), the encoded data sets and their limits, the optimizer.
+//! with a checkpoint's weights), the encoded data sets and their limits, the optimizer (and its
+//! synchronisation over ranks), the output directory.
+use super::checkpoint;
+use super::dist::{zero::Sync, World};
 use super::optim::AdamW;
-use crate::config::{Method, OptimStateDtype, RunConfig};
+use crate::config::{Method, OptimStateDtype, RunConfig, ZeroStage};
 use crate::data::encode::{encode_file, Encoded, Encoder, SYSTEM_PROMPT};
 use crate::data::tokenizer::QwenTokenizer;
+use crate::log::metrics::MetricsLog;
+use crate::model::DeviceSpec;
 use crate::model::{self, ModelSpec};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 
 /// The training and validation sets, encoded with the run's template, system prompt and length.
@@ -47,18 +52,26 @@ pub fn check_limits(cfg: &RunConfig, shape: &model::Config, tok: &QwenTokenizer)
     Ok(())
 }
 
-pub fn steps_per_epoch(samples: usize, cfg: &RunConfig) -> usize {
+/// Optimizer steps per epoch: each takes `batch_size x grad_accum` samples on each of `world` ranks.
+pub fn steps_per_epoch(samples: usize, cfg: &RunConfig, world: usize) -> usize {
     let batches = samples.div_ceil(cfg.train.batch_size.get() as usize);
-    batches.div_ceil(cfg.train.grad_accum.get() as usize)
+    batches.div_ceil(cfg.train.grad_accum.get() as usize * world)
 }
 
-/// The run's model as configured: base, dtype, device, fresh (or continued) adapters.
-pub fn base_spec(cfg: &RunConfig) -> ModelSpec {
+/// The run's model as configured: base, dtype, device, fresh (or continued) adapters. A rank of
+/// a distributed job on a GPU machine trains on `cuda:LOCAL_RANK`.
+pub fn base_spec(cfg: &RunConfig, world: &World) -> ModelSpec {
     let m = &cfg.model;
+    let device = match m.device {
+        DeviceSpec::Auto | DeviceSpec::Cuda(_) if world.size > 1 && tch::Cuda::is_available() => {
+            DeviceSpec::Cuda(world.local_rank)
+        }
+        d => d,
+    };
     ModelSpec {
         source: m.source,
         dtype: Some(m.dtype),
-        device: m.device,
+        device,
         adapter: cfg
             .lora
             .adapter
@@ -86,8 +99,14 @@ pub fn resume_spec(cfg: &RunConfig, base: ModelSpec, dir: &Path) -> ModelSpec {
     }
 }
 
-/// AdamW over exactly the model's trainable parameters, in name order.
-pub fn optimizer(m: &model::Model, cfg: &RunConfig) -> AdamW {
+/// AdamW over exactly the model's trainable parameters, in name order; in a distributed job
+/// also their synchronisation, and with ZeRO AdamW holds only this rank's parts. Rank 0's
+/// weights are broadcast first, as DDP does, so every rank starts from the same model.
+pub fn optimizer(
+    m: &model::Model,
+    cfg: &RunConfig,
+    world: &World,
+) -> Result<(AdamW, Option<Sync>)> {
     let t = &cfg.train;
     let mut params: Vec<(String, tch::Tensor)> =
         m.vs.variables()
@@ -97,5 +116,40 @@ pub fn optimizer(m: &model::Model, cfg: &RunConfig) -> AdamW {
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let betas = (t.adam_betas[0].get(), t.adam_betas[1].get());
     let fp32 = t.optim_state_dtype == OptimStateDtype::Fp32;
-    AdamW::new(params, betas, t.adam_eps.get(), t.weight_decay.get(), fp32)
+    let (eps, decay) = (t.adam_eps.get(), t.weight_decay.get());
+    let Some(group) = world.group() else {
+        return Ok((AdamW::new(params, betas, eps, decay, fp32), None));
+    };
+    for (name, p) in &params {
+        group
+            .broadcast(p, 0)?
+            .wait()
+            .with_context(|| format!("broadcasting {name} from rank 0: {}", world.lost()))?;
+    }
+    let stage = cfg.distributed.zero_stage;
+    let sync = Sync::new(stage, world.rank, world.size, &params);
+    let opt = match stage {
+        ZeroStage::Ddp => AdamW::new(params, betas, eps, decay, fp32),
+        _ => {
+            let parts = sync
+                .pieces()
+                .into_iter()
+                .map(|p| (p.name, p.weight, p.offset, Some(p.grad)))
+                .collect();
+            AdamW::over(parts, betas, eps, decay, fp32)
+        }
+    };
+    Ok((opt, Some(sync)))
+}
+
+/// Prepares the output directory of a run that starts or resumes (rank 0): marked as a run,
+/// stale temp directories of dead processes removed, `metrics.jsonl` created or continued.
+pub fn run_dir(out: &Path, resumed: bool, step: i64) -> Result<MetricsLog> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    crate::output::mark(out, checkpoint::RUN_KIND)?;
+    checkpoint::remove_stale_temps(out);
+    match resumed {
+        true => MetricsLog::resume(out, step),
+        false => MetricsLog::create(out),
+    }
 }

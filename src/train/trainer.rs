@@ -3,9 +3,10 @@
 //! normalised by the label tokens of the whole window, AdamW clips and follows a linear schedule,
 //! checkpoints resume exactly, and values go to the progress bar, `metrics.jsonl` and SwanLab.
 use super::checkpoint::{self, TrainerState};
+use super::dist::{zero, World};
 use super::progress::{LogWindow, Progress};
 use super::{eval, loss, optim, predict, recompute, setup};
-use crate::config::{Method, RunConfig};
+use crate::config::{Method, RunConfig, ZeroStage};
 use crate::data::batch::{collate, epoch_batches};
 use crate::data::encode::Encoded;
 use crate::data::tokenizer::QwenTokenizer;
@@ -62,8 +63,12 @@ pub struct Trainer<'a> {
     state: TrainerState,
     recompute: Vec<bool>,
     head_loss: loss::ChunkedLoss,
-    metrics: MetricsLog,
+    /// Rank 0's (other ranks of a distributed job log nothing).
+    metrics: Option<MetricsLog>,
     run: Option<swanlab::Run>,
+    world: World,
+    /// Gradient synchronisation over ranks (none in a world of one).
+    sync: Option<zero::Sync>,
     /// The epoch whose batch order `batches` holds (computed once per epoch).
     order: Option<(i64, Vec<Vec<usize>>)>,
     window: LogWindow,
@@ -83,7 +88,8 @@ impl<'a> Trainer<'a> {
             if !self.val_set.is_empty() && (step % t.eval_steps.get() == 0 || last) {
                 self.evaluate()?;
             }
-            let interrupted = stop.load(Ordering::SeqCst);
+            // a signal that reached some ranks stops them all, at the same step
+            let interrupted = self.world.any(stop.load(Ordering::SeqCst))?;
             if step % t.save_steps.get() == 0 || interrupted {
                 let dir = self.save()?;
                 if interrupted {
@@ -99,19 +105,21 @@ impl<'a> Trainer<'a> {
     /// minutes of weight loading), then the weights.
     pub fn new(cfg: &'a RunConfig, start: Start) -> Result<Self> {
         let t = &cfg.train;
+        let mut world = World::from_env()?;
         let resume = match start {
             Start::Resume(r) => Some(r),
-            Start::New | Start::Overwrite => {
+            Start::New | Start::Overwrite if world.is_main() => {
                 checkpoint::prepare_run_dir(&t.output_dir, start == Start::Overwrite)?;
                 None
             }
+            Start::New | Start::Overwrite => None,
         };
-        let base = setup::base_spec(cfg);
+        let base = setup::base_spec(cfg, &world);
         let resolved = model::open::resolve(&base)?;
         let tokenizer = QwenTokenizer::load(resolved.tokenizer_file()?)?;
         setup::check_limits(cfg, &resolved.config, &tokenizer)?;
         let (train_set, val_set) = setup::encode_sets(cfg, &tokenizer)?;
-        let spe = setup::steps_per_epoch(train_set.len(), cfg);
+        let spe = setup::steps_per_epoch(train_set.len(), cfg, world.size);
         let max_steps = t
             .max_steps
             .map_or((t.epochs.get() * spe as f64).ceil() as i64, |s| s.get());
@@ -124,38 +132,46 @@ impl<'a> Trainer<'a> {
         if let Some(dir) = &resume_dir {
             state = checkpoint::resumed(dir, &state)?;
         }
-        let run = swanlab::Run::start(&cfg.swanlab, &serde_json::to_value(cfg)?)?;
+        world.join(&cfg.distributed, base.device.resolve()?.is_cuda())?;
+        let run = match world.is_main() {
+            true => swanlab::Run::start(&cfg.swanlab, &serde_json::to_value(cfg)?)?,
+            false => None,
+        };
         let opened = match &resume_dir {
             Some(dir) => model::open(&setup::resume_spec(cfg, base, dir))?,
             None => resolved.load()?,
         };
-        let mut opt = setup::optimizer(&opened.model, cfg);
+        let (mut opt, sync) = setup::optimizer(&opened.model, cfg, &world)?;
         if let Some(dir) = &resume_dir {
             opt.load_state(&checkpoint::read_optimizer(dir)?, state.global_step)?;
-            println!(
-                "resuming from {} (step {})",
-                dir.display(),
-                state.global_step
-            );
+            if world.is_main() {
+                println!(
+                    "resuming from {} (step {})",
+                    dir.display(),
+                    state.global_step
+                );
+            }
         }
-        std::fs::create_dir_all(&t.output_dir)
-            .with_context(|| format!("cannot create {}", t.output_dir.display()))?;
-        crate::output::mark(&t.output_dir, checkpoint::RUN_KIND)?;
-        checkpoint::remove_stale_temps(&t.output_dir);
-        let metrics = match resume_dir {
-            Some(_) => MetricsLog::resume(&t.output_dir, state.global_step)?,
-            None => MetricsLog::create(&t.output_dir)?,
+        let metrics = match world.is_main() {
+            true => Some(setup::run_dir(
+                &t.output_dir,
+                resume_dir.is_some(),
+                state.global_step,
+            )?),
+            false => None,
         };
         let layers = opened.model.net.layers.len();
         let checkpoint_layers = t.checkpoint_layers.map(|n| n.get());
         let recompute = recompute::plan(layers, t.gradient_checkpointing, checkpoint_layers);
-        println!(
-            "training {} ({}) on {} samples: {} steps, {spe} per epoch, batch {} x accum {}, {} of {layers} layers recomputed",
-            cfg.model.path, t.method, train_set.len(), state.max_steps, t.batch_size.get(),
-            t.grad_accum.get(), recompute.iter().filter(|&&r| r).count(),
-        );
+        if world.is_main() {
+            println!(
+                "training {} ({}) on {} samples: {} steps, {spe} per epoch, batch {} x accum {} x {} rank(s), {} of {layers} layers recomputed",
+                cfg.model.path, t.method, train_set.len(), state.max_steps, t.batch_size.get(),
+                t.grad_accum.get(), world.size, recompute.iter().filter(|&&r| r).count(),
+            );
+        }
         Ok(Trainer {
-            progress: Progress::new(state.max_steps, state.global_step),
+            progress: Progress::new(state.max_steps, state.global_step, !world.is_main()),
             head_loss: loss::ChunkedLoss::new(t.loss_chunk.get()),
             cfg,
             opened,
@@ -167,13 +183,15 @@ impl<'a> Trainer<'a> {
             recompute,
             metrics,
             run,
+            world,
+            sync,
             order: None,
             window: LogWindow::default(),
         })
     }
 
-    /// The next accumulation window's batches (sample indices), moving to the next epoch when
-    /// this one is used up.
+    /// The next accumulation window's batches (sample indices) for all ranks, moving to the next
+    /// epoch when this one is used up.
     fn next_window(&mut self) -> Vec<Vec<usize>> {
         let t = &self.cfg.train;
         loop {
@@ -192,8 +210,8 @@ impl<'a> Trainer<'a> {
             }
             let batches = &self.order.as_ref().expect("set above").1;
             if self.state.batches_done < batches.len() {
-                let end =
-                    (self.state.batches_done + t.grad_accum.get() as usize).min(batches.len());
+                let take = t.grad_accum.get() as usize * self.world.size;
+                let end = (self.state.batches_done + take).min(batches.len());
                 let window = batches[self.state.batches_done..end].to_vec();
                 self.state.batches_done = end;
                 self.state.epoch_float = epoch as f64 + end as f64 / batches.len() as f64;
@@ -205,12 +223,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimizer step over the next window: forward and backward of each micro-batch,
-    /// clipping, AdamW at this step's learning rate.
+    /// gradients summed over ranks, clipping, AdamW at this step's learning rate.
     pub fn step(&mut self) -> Result<()> {
         let t = &self.cfg.train;
         let started = Instant::now();
         let window = self.next_window();
-        let (loss_sum, labels, tokens) = self.accumulate(&window);
+        let (loss_sum, labels, tokens) = self.accumulate(&window)?;
         let step_loss = loss_sum / labels.max(1) as f64;
         if !step_loss.is_finite() {
             self.opt.zero_grad();
@@ -223,7 +241,17 @@ impl<'a> Trainer<'a> {
                 last.unwrap_or_else(|| "none yet".into())
             );
         }
-        let grad_norm = optim::clip_grad_norm(&self.opt.params, t.max_grad_norm.get());
+        let grads = optim::grads(&self.opt.params);
+        let mut squared = optim::squared_norm(&grads);
+        if self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.stage() != ZeroStage::Ddp)
+        {
+            squared = self.world.sum(&[squared])?[0]; // each rank holds a shard
+        }
+        let grad_norm = squared.sqrt();
+        optim::clip_to(&grads, grad_norm, t.max_grad_norm.get());
         let lr = optim::linear_lr(
             t.lr.get(),
             self.state.global_step,
@@ -231,6 +259,11 @@ impl<'a> Trainer<'a> {
             self.state.max_steps,
         );
         self.opt.step(lr);
+        if let (Some(sync), Some(group)) = (&mut self.sync, self.world.group()) {
+            sync.gather_params(group)
+                .with_context(|| self.world.lost())?;
+            sync.zero_grads();
+        }
         self.opt.zero_grad();
         self.state.global_step += 1;
         self.window.add(
@@ -249,50 +282,75 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Forward and backward over one accumulation window. The loss is normalised by the label
-    /// tokens of the whole window (transformers' `num_items_in_batch`), not per micro-batch.
-    fn accumulate(&mut self, window: &[Vec<usize>]) -> (f64, i64, i64) {
+    /// Forward and backward over this rank's part of one accumulation window: batches
+    /// `rank * accum ..` of it. The loss is normalised by the label tokens of the whole window
+    /// over all ranks (transformers' `num_items_in_batch`), not per micro-batch or per rank.
+    /// Returns the window's (loss sum, label tokens, tokens) over all ranks.
+    fn accumulate(&mut self, window: &[Vec<usize>]) -> Result<(f64, i64, i64)> {
         let t = &self.cfg.train;
         let net = &self.opened.model.net;
-        let batches: Vec<_> = window
-            .iter()
-            .map(|idx| {
-                let samples: Vec<(&[i64], &[i64])> = idx
-                    .iter()
-                    .map(|&i| {
-                        (
-                            self.train_set[i].input_ids.as_slice(),
-                            self.train_set[i].labels.as_slice(),
-                        )
-                    })
-                    .collect();
-                collate(&samples, self.opened.model.device())
-            })
-            .collect();
+        let device = self.opened.model.device();
+        let batch = |idx: &Vec<usize>| {
+            let samples: Vec<(&[i64], &[i64])> = idx
+                .iter()
+                .map(|&i| {
+                    let e = &self.train_set[i];
+                    (e.input_ids.as_slice(), e.labels.as_slice())
+                })
+                .collect();
+            collate(&samples, device)
+        };
+        let batches: Vec<_> = window.iter().map(batch).collect();
         let labels: i64 = batches.iter().map(|b| b.label_tokens).sum();
-        let tokens: i64 = batches.iter().map(|b| b.tokens).sum();
         let scale = 1.0 / labels.max(1) as f64;
-        let step = self.state.global_step;
+        let accum = t.grad_accum.get() as usize;
+        let first = (self.world.rank * accum).min(batches.len());
+        let mine = &batches[first..(first + accum).min(batches.len())];
+        // ZeRO-2 reduces every micro-batch: every rank then runs `accum` rounds (some empty)
+        let every = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.stage() == ZeroStage::Gradients);
+        let rounds = if every { accum } else { mine.len().max(1) };
+        let (step, group) = (self.state.global_step, self.world.group());
         let mut loss_sum = 0.0;
-        for (micro, b) in batches.iter().enumerate() {
-            let shifted = loss::shift_labels(&b.labels);
-            // dropout masks are a function of (seed, step, micro-batch): a resumed run replays them
-            let seed = t
-                .seed
-                .wrapping_mul(7_919)
-                .wrapping_add(step * 64 + micro as i64);
-            loss_sum += recompute::forward_backward(
-                net,
-                &b.ids,
-                b.padding.as_ref(),
-                &shifted,
-                scale,
-                &self.recompute,
-                seed,
-                &mut self.head_loss,
-            );
+        let mut failed = None;
+        for round in 0..rounds {
+            // this round's gradients are reduced when final: every round for ZeRO-2, else the last
+            let reduce = every || round + 1 == rounds;
+            let mut ready = |point| {
+                if let (true, Some(s), Some(g), None) = (reduce, &mut self.sync, group, &failed) {
+                    failed = s.ready(g, point).err();
+                }
+            };
+            if let Some(b) = mine.get(round) {
+                let shifted = loss::shift_labels(&b.labels);
+                // dropout masks are a function of (seed, step, micro-batch of the whole window):
+                // a resumed run replays them, and any world size draws the same ones
+                let micro = (first + round) as i64;
+                let seed = t.seed.wrapping_mul(7_919).wrapping_add(step * 64 + micro);
+                loss_sum += recompute::forward_backward(
+                    net,
+                    &b.ids,
+                    b.padding.as_ref(),
+                    &shifted,
+                    scale,
+                    &self.recompute,
+                    seed,
+                    &mut self.head_loss,
+                    &mut ready,
+                );
+            }
+            if let Some(e) = failed.take() {
+                return Err(e.context(self.world.lost()));
+            }
+            if let (true, Some(s), Some(g)) = (reduce, &mut self.sync, group) {
+                s.finish(g).with_context(|| self.world.lost())?;
+            }
         }
-        (loss_sum, labels, tokens)
+        let tokens: i64 = mine.iter().map(|b| b.tokens).sum();
+        let all = self.world.sum(&[loss_sum, tokens as f64])?;
+        Ok((all[0], labels, all[1] as i64))
     }
 
     fn log_train(&mut self) -> Result<()> {
@@ -307,18 +365,31 @@ impl<'a> Trainer<'a> {
         self.log(&values)
     }
 
-    /// `eval/loss` over the validation set (the mean over all its label tokens).
+    /// `eval/loss` over the validation set (the mean over all its label tokens; each rank
+    /// scores every `world`-th sample).
     pub fn evaluate(&mut self) -> Result<f64> {
         let t = &self.cfg.train;
         let net = &self.opened.model.net;
-        let (loss, _) = eval::eval_loss(net, &self.val_set, t.batch_size.get(), t.loss_chunk.get());
+        let (rank, size) = (self.world.rank, self.world.size);
+        let mine: Vec<_> = self
+            .val_set
+            .iter()
+            .skip(rank)
+            .step_by(size)
+            .cloned()
+            .collect();
+        let (mean, n) = eval::eval_loss(net, &mine, t.batch_size.get(), t.loss_chunk.get());
+        let all = self.world.sum(&[mean * n as f64, n as f64])?;
+        let loss = all[0] / all[1].max(1.0);
         self.log(&[("eval/loss", loss)])?;
         Ok(loss)
     }
 
     fn log(&mut self, values: &[(&str, f64)]) -> Result<()> {
         let step = self.state.global_step;
-        self.metrics.log(step, values)?;
+        if let Some(m) = &mut self.metrics {
+            m.log(step, values)?;
+        }
         if let Some(run) = &self.run {
             run.scalars(step, values);
         }
@@ -326,18 +397,27 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Writes `checkpoint-{step}/` and prunes beyond `save_total_limit`.
+    /// Writes `checkpoint-{step}/` (every rank its optimizer shard) and prunes beyond
+    /// `save_total_limit`.
     pub fn save(&mut self) -> Result<PathBuf> {
         let t = &self.cfg.train;
         let side = self.opened.side_files();
+        let sharded = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.stage() != ZeroStage::Ddp);
         let saved = checkpoint::save(
             &t.output_dir,
             &self.opened.model,
             &self.opt,
             &self.state,
             side.as_deref(),
+            &self.world,
+            sharded,
         )?;
-        checkpoint::prune(&t.output_dir, t.save_total_limit.map(|n| n.get() as usize))?;
+        if self.world.is_main() {
+            checkpoint::prune(&t.output_dir, t.save_total_limit.map(|n| n.get() as usize))?;
+        }
         Ok(saved)
     }
 
@@ -348,10 +428,14 @@ impl<'a> Trainer<'a> {
         let final_dir = cfg.train.output_dir.join("final");
         let side = self.opened.side_files();
         let model = &self.opened.model;
-        checkpoint::while_saving(|| match cfg.train.method {
-            Method::Lora => model.save_adapter(&final_dir, &cfg.model.path, side.as_deref()),
-            Method::Full => model.save_hf(&final_dir, false, side.as_deref()),
-        })?;
+        let written = match self.world.is_main() {
+            true => checkpoint::while_saving(|| match cfg.train.method {
+                Method::Lora => model.save_adapter(&final_dir, &cfg.model.path, side.as_deref()),
+                Method::Full => model.save_hf(&final_dir, false, side.as_deref()),
+            }),
+            false => Ok(()),
+        };
+        self.world.all_ok(written, "writing final/")?;
         if self.state.global_step % cfg.train.save_steps.get() != 0 {
             self.save()?;
         }
@@ -366,7 +450,7 @@ impl<'a> Trainer<'a> {
     pub fn finish(&mut self, result: &Result<Outcome>) -> Result<()> {
         let out_dir: &Path = &self.cfg.train.output_dir;
         let metrics = out_dir.join("metrics.jsonl");
-        if metrics.exists() {
+        if self.world.is_main() && metrics.exists() {
             if let Err(e) = crate::log::plot_losses(&metrics, &out_dir.join("loss.png")) {
                 eprintln!("warning: could not plot {}: {e:#}", metrics.display());
             }

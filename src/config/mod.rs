@@ -1,4 +1,5 @@
-//! The run configuration: TOML sections `[model] [data] [train] [lora] [swanlab]` and `--set`
+//! The run configuration: TOML sections `[model] [data] [train] [lora] [swanlab] [distributed]`
+//! and `--set`
 //! overrides. Every closed set of values is an enum and every number a type that rejects what it
 //! cannot be (serde names the key and the allowed values); `validate` keeps the rules that join
 //! two fields. Loading reads the TOML and nothing else: SwanLab's environment and `.netrc` are
@@ -14,67 +15,8 @@ use std::path::{Path, PathBuf};
 /// Rows of the LM head evaluated at once (bounds the fp32 logits kept in memory).
 pub const DEFAULT_LOSS_CHUNK: i64 = 512;
 
-/// Defines a number type that deserialises only from values `$ok` accepts.
-macro_rules! checked {
-    ($(#[$doc:meta])* $name:ident($t:ty = $ts:literal), $ok:expr, $what:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize)]
-        #[serde(try_from = $ts, into = $ts)]
-        pub struct $name($t);
-        impl $name {
-            pub fn get(self) -> $t {
-                self.0
-            }
-        }
-        impl TryFrom<$t> for $name {
-            type Error = String;
-            fn try_from(v: $t) -> std::result::Result<Self, String> {
-                let ok: fn($t) -> bool = $ok;
-                if ok(v) {
-                    Ok($name(v))
-                } else {
-                    Err(format!("{v} is not {}", $what))
-                }
-            }
-        }
-        impl From<$name> for $t {
-            fn from(v: $name) -> $t {
-                v.0
-            }
-        }
-    };
-}
-
-checked!(
-    /// An integer of at least 1.
-    Count(i64 = "i64"), |v| v >= 1, "a count (at least 1)"
-);
-checked!(
-    /// An integer of at least 0.
-    Steps(i64 = "i64"), |v| v >= 0, "a number of steps (at least 0)"
-);
-checked!(
-    /// A finite number above 0.
-    Positive(f64 = "f64"), |v| v.is_finite() && v > 0.0, "a finite number above 0"
-);
-checked!(
-    /// A finite number of at least 0.
-    NonNegative(f64 = "f64"), |v| v.is_finite() && v >= 0.0, "a finite number of at least 0"
-);
-checked!(
-    /// A number in [0, 1).
-    Fraction(f64 = "f64"), |v| (0.0..1.0).contains(&v), "a number in [0, 1)"
-);
-checked!(
-    /// A sample length in tokens (at least 8: a prompt and a token of answer).
-    MaxLength(i64 = "i64"), |v| v >= 8, "a length of at least 8 tokens"
-);
-
-impl MaxLength {
-    pub fn tokens(self) -> usize {
-        self.0 as usize
-    }
-}
+mod numbers;
+pub use numbers::{Count, Fraction, MaxLength, NonNegative, Positive, Steps};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -226,8 +168,82 @@ pub struct RunConfig {
     pub lora: LoraCfg,
     #[serde(default)]
     pub swanlab: SwanlabSettings,
+    #[serde(default)]
+    pub distributed: DistributedCfg,
 }
 
+/// `[distributed]`: how the ranks torchrun launches share the work (a single process ignores it).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedCfg {
+    #[serde(default)]
+    pub zero_stage: ZeroStage,
+    #[serde(default)]
+    pub backend: Backend,
+    /// Seconds a collective (or the rendezvous) may take before the job fails.
+    #[serde(default = "d_timeout")]
+    pub timeout_s: Positive,
+    /// Ranks to plan for in `--dry-run`; a launched job takes torchrun's `WORLD_SIZE`.
+    pub world_size: Option<Count>,
+}
+
+impl Default for DistributedCfg {
+    fn default() -> Self {
+        DistributedCfg {
+            zero_stage: ZeroStage::Ddp,
+            backend: Backend::Auto,
+            timeout_s: d_timeout(),
+            world_size: None,
+        }
+    }
+}
+
+/// What each rank keeps whole (DeepSpeed's ZeRO stages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub enum ZeroStage {
+    /// 0: every rank holds everything; gradients are all-reduced (DDP).
+    #[default]
+    Ddp,
+    /// 1: optimizer state sharded; gradients reduce-scattered, parameters all-gathered.
+    Optimizer,
+    /// 2: gradients sharded too, each micro-batch's reduced into its owner's shard.
+    Gradients,
+}
+
+impl TryFrom<i64> for ZeroStage {
+    type Error = String;
+    fn try_from(v: i64) -> std::result::Result<Self, String> {
+        match v {
+            0 => Ok(ZeroStage::Ddp),
+            1 => Ok(ZeroStage::Optimizer),
+            2 => Ok(ZeroStage::Gradients),
+            _ => Err(format!(
+                "{v} is not a ZeRO stage this trainer has (0, 1 or 2)"
+            )),
+        }
+    }
+}
+
+impl From<ZeroStage> for i64 {
+    fn from(s: ZeroStage) -> i64 {
+        s as i64
+    }
+}
+
+/// The c10d backend: NCCL between GPUs, Gloo on CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Auto,
+    Nccl,
+    Gloo,
+}
+
+fn d_timeout() -> Positive {
+    Positive(600.0)
+}
 fn d_dtype() -> DType {
     DType::Bf16
 }
@@ -350,7 +366,7 @@ impl RunConfig {
     }
 
     pub fn from_table(mut table: toml::Table) -> Result<Self> {
-        const SECTIONS: &[&str] = &["model", "data", "train", "lora", "swanlab"];
+        const SECTIONS: &[&str] = &["model", "data", "train", "lora", "swanlab", "distributed"];
         if let Some(k) = table.keys().find(|k| !SECTIONS.contains(&k.as_str())) {
             bail!(
                 "unknown section `[{k}]` (expected one of {})",
@@ -377,6 +393,7 @@ impl RunConfig {
             train: section(&mut table, "train")?.ok_or_else(|| required("train"))?,
             lora: section(&mut table, "lora")?.unwrap_or_default(),
             swanlab: section(&mut table, "swanlab")?.unwrap_or_default(),
+            distributed: section(&mut table, "distributed")?.unwrap_or_default(),
         };
         // `--set data.val_file=` (empty) turns evaluation off.
         cfg.data.val_file = cfg.data.val_file.filter(|p| !p.as_os_str().is_empty());
@@ -389,6 +406,9 @@ impl RunConfig {
         let t = &self.train;
         if t.output_dir.as_os_str().is_empty() {
             bail!("train.output_dir is empty: name a directory for the run");
+        }
+        if self.distributed.backend == Backend::Nccl && self.model.device == DeviceSpec::Cpu {
+            bail!("distributed.backend = \"nccl\" needs CUDA, but model.device = \"cpu\": use \"gloo\" (or \"auto\") on CPU");
         }
         if self.train.method == Method::Lora && self.lora.targets.is_empty() {
             bail!("lora.targets is empty: name at least one projection to adapt");
