@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 BIN   := target/release/qwen3-sft
 CARGO ?= cargo
 
-.PHONY: setup pydeps tokenizer build test demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data
+.PHONY: setup pydeps tokenizer build test fuzz demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data
 
 setup:
 	@scripts/setup.sh
@@ -32,6 +32,11 @@ tokenizer: .cache/qwen3-tokenizer/tokenizer.json
 # themselves.
 test: setup pydeps
 	QWEN3_SFT_LIVE=1 $(CARGO) test -- --include-ignored --test-threads=2
+
+# Coverage-guided fuzzing of the row reader, config loader and safetensors reader (cargo fuzz on
+# the nightly toolchain; FUZZ_SECONDS per target, default 60). CI runs it after `make test`.
+fuzz: setup pydeps
+	scripts/fuzz.sh
 
 # Regenerate the parity goldens with the live transformers, then compare.
 parity: setup pydeps

@@ -2,8 +2,10 @@
 //! reader, the TOML run-config loader and the safetensors reader. Each starts from a valid input
 //! (the committed sample rows, configs/demo-cpu.toml, a tiny model's weights) and applies random
 //! byte flips, insertions, deletions, truncations and splices; every result must be `Ok` or an
-//! `Err`, never a panic. Not coverage-guided (cargo-fuzz needs a nightly toolchain this project's
-//! machines cannot install); `QWEN3_SFT_FUZZ_ITERS` sets the iterations per parser (default 3000).
+//! `Err`, never a panic. A quick, stable-toolchain check in every `cargo test`; the coverage-guided
+//! fuzzers over the same parsers are `make fuzz` (fuzz/, cargo fuzz on nightly), and inputs they
+//! found are the regression tests at the end. `QWEN3_SFT_FUZZ_ITERS` sets the iterations per parser
+//! (default 3000).
 mod common;
 use common::root;
 use qwen3_sft::config::RunConfig;

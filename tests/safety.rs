@@ -471,3 +471,79 @@ fn bad_models_and_devices_get_one_line_errors() {
         "exceeds the model's max_position_embeddings",
     );
 }
+
+/// A second signal while the first one's checkpoint is being written waits for it: exit 130, a
+/// complete checkpoint that resumes, no temporary directory left. The save is caught by watching
+/// for its `.checkpoint-N.tmp-PID` directory (tried a few times if a save is too quick to catch).
+#[test]
+fn second_signal_during_a_save_waits_for_it() {
+    let d = tmp("second-signal");
+    let out = d.join("run");
+    let cfg = config(&d, &out, "");
+    for attempt in 0..5 {
+        let _ = std::fs::remove_dir_all(&out);
+        let child = train(
+            &cfg,
+            &[
+                "--set",
+                "train.max_steps=10000",
+                "--set",
+                "train.save_steps=10000",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let kill = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
+        };
+        let metrics = out.join("metrics.jsonl");
+        while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        kill("-TERM");
+        let t = std::time::Instant::now();
+        let saving = loop {
+            let tmp = std::fs::read_dir(&out)
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".tmp-"));
+            if tmp || t.elapsed().as_secs() > 60 {
+                break tmp;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        };
+        if saving {
+            kill("-INT");
+        }
+        let o = child.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        if !saving || !e.contains("a checkpoint is being written") {
+            eprintln!("attempt {attempt}: the save was over before the second signal; again");
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(130), "{e}");
+        assert!(
+            !e.contains("panicked") && !e.contains("Exception raised"),
+            "{e}"
+        );
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".tmp-")), "left {names:?}");
+        let step: u64 = names
+            .iter()
+            .find_map(|n| n.strip_prefix("checkpoint-")?.parse().ok())
+            .unwrap_or_else(|| panic!("no checkpoint in {names:?}: {e}"));
+        let more = format!("train.max_steps={}", step + 1);
+        ok(&mut train(&cfg, &["--resume", "--set", &more]));
+        assert!(out.join("final").exists());
+        return;
+    }
+    panic!("in 5 attempts no second signal was seen to wait for the save it arrived in");
+}
