@@ -83,11 +83,15 @@ demo: $(BIN) tokenizer
 	$(BIN) generate --model runs/demo-full/final --prompt "$(DEMO_Q)" --greedy --max-new-tokens 64
 	@echo "== done: losses in runs/demo-*/metrics.jsonl and loss.png, models in runs/demo-*/final"
 
-# The seed's recipe on Qwen3-1.7B (run `make split` first; a GPU is expected).
+# The seed's recipe on Qwen3-1.7B (run `make split` first; a GPU is expected). NPROC=N trains on
+# N GPUs of this machine through the venv's torchrun (batch size and accumulation are per rank;
+# ARGS adds options, e.g. ARGS="--set distributed.zero_stage=1" or "--resume").
+NPROC ?= 1
+TRAIN = $(if $(filter-out 1,$(NPROC)),.venv/bin/torchrun --no-python --standalone --nproc-per-node $(NPROC) $(BIN),$(BIN)) train
 train-full: $(BIN)
-	$(BIN) train --config configs/qwen3-1.7b-full.toml
+	$(TRAIN) --config configs/qwen3-1.7b-full.toml $(ARGS)
 train-lora: $(BIN)
-	$(BIN) train --config configs/qwen3-1.7b-lora.toml
+	$(TRAIN) --config configs/qwen3-1.7b-lora.toml $(ARGS)
 
 split: setup $(BIN)
 	$(BIN) split --dataset_name krisfu/delicate_medical_r1_data --output_dir data --train_ratio 0.85 --seed 42

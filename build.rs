@@ -36,17 +36,37 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    if lib.join("libtorch_cuda.so").exists() {
+    let cuda = lib.join("libtorch_cuda.so").exists();
+    if cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-lc10_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    c10d_shim(root);
+    c10d_shim(root, cuda);
+}
+
+/// The CUDA and NCCL headers ProcessGroupNCCL.hpp includes, from the wheel's nvidia-* packages
+/// (with nvidia-cuda-crt and nvidia-cuda-cccl, which `make setup` adds), if all are there.
+fn nccl_includes(torch: &Path) -> Option<Vec<std::path::PathBuf>> {
+    let nvidia = torch.canonicalize().ok()?.parent()?.join("nvidia");
+    let cu = std::fs::read_dir(&nvidia)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("include"))
+        .find(|p| p.join("cuda_runtime.h").exists())?;
+    let nccl = nvidia.join("nccl/include");
+    let all = [
+        cu.join("crt/host_config.h"),
+        cu.join("nv/target"),
+        nccl.join("nccl.h"),
+    ];
+    all.iter().all(|p| p.exists()).then(|| vec![cu, nccl])
 }
 
 /// Compiles src/train/dist/c10d.cpp (torch.distributed's engine for `tch`) against the wheel's
 /// headers and Gloo's (`make setup` puts them in .cache/gloo; GLOO_INCLUDE overrides).
-fn c10d_shim(torch: &Path) {
+fn c10d_shim(torch: &Path, cuda: bool) {
     let src = "src/train/dist/c10d.cpp";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
@@ -60,7 +80,17 @@ fn c10d_shim(torch: &Path) {
         ));
     }
     let include = torch.join("include");
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    match (cuda, nccl_includes(torch)) {
+        (true, Some(dirs)) => {
+            build.includes(dirs).define("USE_C10D_NCCL", None).define("QS_NCCL", None);
+        }
+        (true, None) => println!(
+            "cargo:warning=libtorch has CUDA but the CUDA/NCCL headers are missing (run `make setup`): building without NCCL"
+        ),
+        (false, _) => {}
+    }
+    build
         .cpp(true)
         .std("c++20")
         .file(src)

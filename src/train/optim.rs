@@ -154,6 +154,12 @@ impl AdamW {
         });
     }
 
+    /// Bytes of moments this optimizer holds.
+    pub fn state_bytes(&self) -> i64 {
+        let bytes = |t: &Tensor| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
+        self.params.iter().map(|p| bytes(&p.m) + bytes(&p.v)).sum()
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             let mut g = p.grad();

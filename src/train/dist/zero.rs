@@ -14,7 +14,10 @@ use std::cmp::Reverse;
 use tch::{Kind, Tensor};
 
 /// Parameters of at most this many elements share a bucket (one flat buffer per collective).
-const BUCKET_ELEMS: i64 = 1 << 24;
+pub const BUCKET_ELEMS: i64 = 1 << 24;
+
+/// Collectives in flight at once: each holds its bucket's flat copy, so this bounds them.
+const IN_FLIGHT: usize = 2;
 
 /// A point of the backward after which some parameters' gradients are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -83,6 +86,8 @@ pub struct Sync {
     /// The next bucket to start this round, and the collectives in flight.
     next: usize,
     pending: Vec<Pending>,
+    /// Time spent waiting for collectives to complete (not hidden behind the backward).
+    waited: std::time::Duration,
 }
 
 impl Sync {
@@ -131,11 +136,23 @@ impl Sync {
             shard,
             next: 0,
             pending: vec![],
+            waited: Default::default(),
         }
     }
 
     pub fn stage(&self) -> ZeroStage {
         self.stage
+    }
+
+    pub fn waited(&self) -> std::time::Duration {
+        self.waited
+    }
+
+    fn wait(&mut self, work: Work) -> Result<()> {
+        let t = std::time::Instant::now();
+        let done = work.wait();
+        self.waited += t.elapsed();
+        done
     }
 
     /// Stage 1-2: the parameter parts this rank updates (none for DDP: it updates everything).
@@ -179,13 +196,7 @@ impl Sync {
                 }
             })
             .collect();
-        let flat = Tensor::cat(&parts, 0);
-        let pad = b.chunk * self.world - b.numel;
-        if pad == 0 {
-            return flat;
-        }
-        let zeros = Tensor::zeros([pad], (flat.kind(), flat.device()));
-        Tensor::cat(&[flat, zeros], 0)
+        self.padded(b, &parts)
     }
 
     /// Starts the collectives of every bucket whose gradients are final at `point`.
@@ -219,7 +230,7 @@ impl Sync {
             flat,
             out,
         });
-        Ok(())
+        self.drain(IN_FLIGHT)
     }
 
     /// Starts what is left of this round and waits for all of it: DDP's gradients are then the
@@ -227,8 +238,14 @@ impl Sync {
     pub fn finish(&mut self, group: &Group) -> Result<()> {
         self.ready(group, Ready::Embedding)?;
         self.next = 0;
-        for p in std::mem::take(&mut self.pending) {
-            p.work.wait()?;
+        self.drain(0)
+    }
+
+    /// Completes the oldest collectives until at most `keep` are in flight.
+    fn drain(&mut self, keep: usize) -> Result<()> {
+        while self.pending.len() > keep {
+            let p = self.pending.remove(0);
+            self.wait(p.work)?;
             let b = &self.buckets[p.bucket];
             tch::no_grad(|| match (&p.out, &self.shard) {
                 (Some(out), Some(shard)) => {
@@ -241,7 +258,9 @@ impl Sync {
                         let n = param.numel() as i64;
                         let summed = p.flat.narrow(0, at, n).view_as(param);
                         let g = param.grad();
-                        if g.defined() {
+                        if g.defined() && g.data_ptr() == summed.data_ptr() {
+                            // reduced in place
+                        } else if g.defined() {
                             g.shallow_clone().copy_(&summed);
                         } else {
                             c10d::set_grad(param, &summed.copy());
@@ -255,44 +274,76 @@ impl Sync {
     }
 
     /// Stage 1-2, after the optimizer step: every rank's updated chunks, gathered into every
-    /// rank's parameters.
+    /// rank's parameters (at most `IN_FLIGHT` buckets' buffers at once).
     pub fn gather_params(&mut self, group: &Group) -> Result<()> {
         if self.shard.is_none() {
             return Ok(());
         }
-        let mut pending = vec![];
-        for b in &self.buckets {
-            let parts: Vec<Tensor> = b
-                .params
-                .iter()
-                .map(|&i| self.params[i].view([-1]))
-                .collect();
-            let (kind, dev) = (parts[0].kind(), parts[0].device());
-            let mut flat = Tensor::cat(&parts, 0);
-            let pad = b.chunk * self.world - b.numel;
-            if pad > 0 {
-                flat = Tensor::cat(&[flat, Tensor::zeros([pad], (kind, dev))], 0);
+        let mut pending = std::collections::VecDeque::new();
+        for bi in 0..=self.buckets.len() {
+            while pending.len() > IN_FLIGHT || (bi == self.buckets.len() && !pending.is_empty()) {
+                let (done, work, all): (usize, Work, Tensor) = pending.pop_front().expect("some");
+                self.wait(work)?;
+                self.scatter_params(done, &all);
             }
-            let mine = flat.narrow(0, self.rank * b.chunk, b.chunk).contiguous();
-            let all = Tensor::empty([b.chunk * self.world], (kind, dev));
-            pending.push((group.all_gather(&all, &mine)?, all, mine));
-        }
-        for (b, (work, all, _mine)) in self.buckets.iter().zip(pending) {
-            work.wait()?;
-            tch::no_grad(|| {
-                let mut at = 0;
-                for &i in &b.params {
-                    let param = &self.params[i];
-                    let n = param.numel() as i64;
-                    param
-                        .shallow_clone()
-                        .view([-1])
-                        .copy_(&all.narrow(0, at, n));
-                    at += n;
-                }
-            });
+            if let Some(b) = self.buckets.get(bi) {
+                let own = self.rank * b.chunk;
+                let flat = tch::no_grad(|| self.flat_params(b));
+                // a view of the parameter itself is gathered into directly
+                let view = flat.numel() == self.params[b.params[0]].numel();
+                let mine = flat.narrow(0, own, b.chunk).copy();
+                let all = match view {
+                    true => flat.detach(), // the parameter's storage, outside autograd
+                    false => Tensor::empty([b.chunk * self.world], (mine.kind(), mine.device())),
+                };
+                pending.push_back((bi, group.all_gather(&all, &mine)?, all));
+            }
         }
         Ok(())
+    }
+
+    /// The bucket's parameters as one padded flat copy.
+    fn flat_params(&self, b: &Bucket) -> Tensor {
+        let parts: Vec<Tensor> = b
+            .params
+            .iter()
+            .map(|&i| self.params[i].view([-1]))
+            .collect();
+        self.padded(b, &parts)
+    }
+
+    /// `parts` joined and padded with zeros to `chunk * world` elements: a copy, or a view of
+    /// the one part when it needs no padding (a large tensor, the embedding: no copy of it).
+    fn padded(&self, b: &Bucket, parts: &[Tensor]) -> Tensor {
+        let pad = b.chunk * self.world - b.numel;
+        if let ([one], 0) = (parts, pad) {
+            return one.shallow_clone();
+        }
+        let flat = Tensor::cat(parts, 0);
+        if pad == 0 {
+            return flat;
+        }
+        let zeros = Tensor::zeros([pad], (flat.kind(), flat.device()));
+        Tensor::cat(&[flat, zeros], 0)
+    }
+
+    /// Copies a gathered bucket back into its parameters (unless it was gathered in place).
+    fn scatter_params(&self, bi: usize, all: &Tensor) {
+        if all.data_ptr() == self.params[self.buckets[bi].params[0]].data_ptr() {
+            return;
+        }
+        let mut at = 0;
+        tch::no_grad(|| {
+            for &i in &self.buckets[bi].params {
+                let param = &self.params[i];
+                let n = param.numel() as i64;
+                param
+                    .shallow_clone()
+                    .view([-1])
+                    .copy_(&all.narrow(0, at, n));
+                at += n;
+            }
+        });
     }
 
     /// Zeroes the full gradients (ZeRO's AdamW zeroes only its shard).
