@@ -8,6 +8,7 @@
 #   bench/gpu.sh               install (scripts/setup.sh, pip deps, tokenizer), build, run
 #   bench/gpu.sh --cpu-smoke   the same path on CPU with a tiny model, 1 step, fp32 (no GPU needed)
 # Environment: STEPS (default 4; 1 in --cpu-smoke), OUT (default runs/bench-gpu), SKIP_INSTALL=1.
+# On a machine with several GPUs it ends with our trainer on all of them (torchrun, ZeRO 0-2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -40,4 +41,19 @@ else
 fi
 phase "benchmark: ${args[*]} (the random model is written once by bench/make_model.py)"
 .venv/bin/python bench/train_bench.py --bin target/release/qwen3-sft --long --max-length 2048 "${args[@]}"
+# Several GPUs: our trainer alone on all of them (the peer has no like-for-like line here), full
+# fine-tuning with the bench's config, ZeRO stages 0-2; each rank's tokens/s and memory, and the
+# total. --cpu-smoke runs the same line on 2 CPU ranks (Gloo).
+out_dir=${OUT:-runs/bench-gpu$([ $smoke = 1 ] && echo -smoke)}
+ranks=$([ $smoke = 1 ] && echo 2 || nvidia-smi -L | wc -l)
+cfg=$out_dir/ours-full$([ $smoke = 0 ] && echo -fp32moments).toml
+if [ "$ranks" -gt 1 ] && [ -e "$cfg" ]; then
+  for z in 0 1 2; do
+    phase "multi-GPU: $ranks ranks under torchrun, full fine-tuning, ZeRO stage $z"
+    echo "ZeRO stage $z on $ranks ranks:" >> "$out_dir/results.md"
+    .venv/bin/torchrun --no-python --standalone --nproc-per-node "$ranks" target/release/qwen3-sft train \
+      --config "$cfg" --overwrite --set "train.output_dir=$out_dir/multi-zero$z" --set "distributed.zero_stage=$z" \
+      | grep -E "^(rank|all) " | tee -a "$out_dir/results.md"
+  done
+fi
 phase "done"

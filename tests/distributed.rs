@@ -303,3 +303,58 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_or_one() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Where libtorch has CUDA, the binary links the wheel's NCCL and ProcessGroupNCCL itself.
+#[test]
+fn nccl_is_linked_where_libtorch_has_cuda() {
+    if !root().join(".venv/libtorch/lib/libtorch_cuda.so").exists() {
+        eprintln!("libtorch without CUDA: the build has Gloo only");
+        return;
+    }
+    let ldd = Command::new("ldd").arg(bin()).output().unwrap();
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    assert!(ldd.contains("libnccl.so.2"), "no libnccl in: {ldd}");
+    let nm = Command::new("nm")
+        .args(["-D", "-C", "--undefined-only"])
+        .arg(bin())
+        .output()
+        .unwrap();
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    assert!(
+        nm.contains("c10d::ProcessGroupNCCL::ProcessGroupNCCL("),
+        "the binary does not use ProcessGroupNCCL"
+    );
+}
+
+/// Bad `[distributed]` values are one-line errors at load.
+#[test]
+fn bad_distributed_settings_are_errors_at_load() {
+    let d = scratch("bad");
+    let cfg = config(&d, "full");
+    for (set, needle) in [
+        (
+            "distributed.backend=nccl",
+            "needs CUDA, but model.device = \"cpu\"",
+        ),
+        (
+            "distributed.zero_stage=3",
+            "[distributed] zero_stage: 3 is not a ZeRO stage",
+        ),
+        (
+            "distributed.timeout_s=0",
+            "[distributed] timeout_s: 0 is not a finite number above 0",
+        ),
+        (
+            "distributed.backend=mpi",
+            "[distributed] backend: unknown variant `mpi`",
+        ),
+    ] {
+        let o = single(&cfg, &d.join("run"), &[set.into()])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(needle), "{set}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{set}: not one line: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -201,7 +201,7 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         .filter(|&&r| r)
         .count();
     let tokens = t.batch_size.get() * cfg.data.max_length.get();
-    let b = estimate(&Plan {
+    let mut b = estimate(&Plan {
         cfg: &shape,
         kind: cfg.model.dtype.kind(),
         lora: lora.as_ref(),
@@ -211,8 +211,22 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         chunk: t.loss_chunk.get(),
         device,
     });
+    let world = planned_world(cfg)?;
+    let ranks = match world {
+        1 => String::new(),
+        n => {
+            let largest = shape.vocab_size * shape.hidden_size; // the embedding
+            let bucket = (largest.max(super::dist::zero::BUCKET_ELEMS) as f64) * b.gradients
+                / trainable(&shape, lora.as_ref()) as f64;
+            shard(&mut b, cfg.distributed.zero_stage, n, bucket);
+            format!(
+                ", per rank of {n} (ZeRO stage {})",
+                cfg.distributed.zero_stage as i64
+            )
+        }
+    };
     Ok(format!(
-        "memory budget on {device:?}: {} ({:.3} B parameters, {}), {} x {} tokens, {recomputed} of {layers} layers recomputed\n{}",
+        "memory budget on {device:?}{ranks}: {} ({:.3} B parameters, {}), {} x {} tokens, {recomputed} of {layers} layers recomputed\n{}",
         cfg.model.path,
         shape.num_params() as f64 / 1e9,
         cfg.model.dtype,
@@ -220,6 +234,39 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         cfg.data.max_length.get(),
         b.table()
     ))
+}
+
+/// The world size to plan for: `distributed.world_size`, else torchrun's `WORLD_SIZE`, else 1.
+fn planned_world(cfg: &crate::config::RunConfig) -> anyhow::Result<usize> {
+    if let Some(n) = cfg.distributed.world_size {
+        return Ok(n.get() as usize);
+    }
+    Ok(super::dist::World::from_env()?.size)
+}
+
+fn trainable(shape: &Config, lora: Option<&LoraConfig>) -> i64 {
+    lora.map_or(shape.num_params(), |l| lora_params(shape, l) as i64)
+}
+
+/// One rank's share under ZeRO: stage 1 and 2 keep 1/n of the optimizer state and a gradient
+/// shard; stage 2 frees full gradients bucket by bucket (the largest, `bucket` bytes, remains).
+/// Every stage adds the buckets in flight.
+fn shard(b: &mut Budget, stage: crate::config::ZeroStage, n: usize, bucket: f64) {
+    use crate::config::ZeroStage;
+    let n = n as f64;
+    let full = b.gradients;
+    match stage {
+        ZeroStage::Ddp => {}
+        ZeroStage::Optimizer => {
+            b.optimizer /= n;
+            b.gradients = full + full / n;
+        }
+        ZeroStage::Gradients => {
+            b.optimizer /= n;
+            b.gradients = full / n + bucket.min(full);
+        }
+    }
+    b.temporaries += (2.0 * bucket / n).min(full);
 }
 
 /// A local directory's config.json, a `random:` preset, or a released Qwen3 id (the presets have
