@@ -2,10 +2,10 @@
 //! reader, the TOML run-config loader and the safetensors reader. Each starts from a valid input
 //! (the committed sample rows, configs/demo-cpu.toml, a tiny model's weights) and applies random
 //! byte flips, insertions, deletions, truncations and splices; every result must be `Ok` or an
-//! `Err`, never a panic. A quick, stable-toolchain check in every `cargo test`; the coverage-guided
-//! fuzzers over the same parsers are `make fuzz` (fuzz/, cargo fuzz on nightly); an input they
-//! find to crash one belongs here as a regression test (none so far: 1.6M executions, no crash). `QWEN3_SFT_FUZZ_ITERS` sets the iterations per parser
-//! (default 3000).
+//! `Err`, never a panic. A quick, stable-toolchain check in every `cargo test`; the
+//! coverage-guided fuzzers over the same parsers are `make fuzz` (fuzz/, cargo fuzz on nightly),
+//! and an input they find to crash one belongs here as a regression test (none so far: 1.6M
+//! executions, no crash). `QWEN3_SFT_FUZZ_ITERS` sets the iterations per parser (default 3000).
 mod common;
 use common::root;
 use qwen3_sft::config::RunConfig;
