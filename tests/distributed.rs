@@ -197,6 +197,57 @@ fn two_ranks_equal_one_with_double_accumulation() {
     }
 }
 
+/// A torchrun job in the background, its output in `log`; stopped (SIGTERM to torchrun, which
+/// stops its workers) if a failing test drops it while it runs.
+struct Job(std::process::Child);
+
+impl Job {
+    fn start(mut c: Command, log: &Path) -> Job {
+        let f = std::fs::File::create(log).unwrap();
+        let child = c.stdout(f.try_clone().unwrap()).stderr(f).spawn().unwrap();
+        Job(child)
+    }
+
+    /// Waits until `file` exists (at most 2 minutes).
+    fn until(&self, file: &Path) {
+        let t = std::time::Instant::now();
+        while !file.exists() {
+            assert!(
+                t.elapsed().as_secs() < 120,
+                "no {} after 2 minutes",
+                file.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the worker of `rank`; returns when that was.
+    fn signal(&self, rank: usize, signal: &str) -> std::time::Instant {
+        let victim = worker(self.0.id(), rank).expect("the rank's process");
+        let at = std::time::Instant::now();
+        Command::new("kill")
+            .args([signal, &victim.to_string()])
+            .status()
+            .unwrap();
+        at
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The worker of `rank` among torchrun's children (by the RANK in its environment).
 fn worker(torchrun_pid: u32, rank: usize) -> Option<u32> {
     let children =
@@ -228,32 +279,15 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_or_one() {
     assert_eq!(want.len(), 12);
     for (resume_world, name) in [(2, "resume2"), (1, "resume1")] {
         let out = d.join(name);
-        let job = ranks(2, &cfg, &out, &long)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while !out.join("checkpoint-4/trainer_state.json").exists() {
-            assert!(
-                t.elapsed().as_secs() < 120,
-                "no checkpoint-4 in {}",
-                out.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let victim = worker(job.id(), 1).expect("rank 1's process");
-        let killed = std::time::Instant::now();
-        Command::new("kill")
-            .args(["-KILL", &victim.to_string()])
-            .status()
-            .unwrap();
-        let o = job.wait_with_output().unwrap();
+        let log = d.join(format!("{name}.log"));
+        let mut job = Job::start(ranks(2, &cfg, &out, &long), &log);
+        job.until(&out.join("checkpoint-4/trainer_state.json"));
+        let killed = job.signal(1, "-KILL");
+        let status = job.wait();
         let ended = killed.elapsed().as_secs_f64();
-        let text =
-            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        let text = std::fs::read_to_string(&log).unwrap();
         assert!(
-            !o.status.success(),
+            !status.success(),
             "the job succeeded after a rank was killed"
         );
         assert!(
@@ -265,7 +299,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_or_one() {
             "the job took {ended:.0}s to end after the kill"
         );
         assert!(
-            text.contains("rank      : 1") || text.contains("rank: 1"),
+            text.contains("rank      : 1") && text.contains("rank 1 stopped answering"),
             "the lost rank is not named: {text}"
         );
         eprintln!("rank 1 killed: the job ended {ended:.1}s later");
@@ -356,5 +390,48 @@ fn bad_distributed_settings_are_errors_at_load() {
         assert!(!o.status.success() && e.contains(needle), "{set}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "{set}: not one line: {e}");
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A rank that hangs (SIGSTOP) makes the others fail after `distributed.timeout_s`, naming it;
+/// torchrun then kills it after its grace period, and no temporary checkpoint is left.
+#[test]
+fn a_hung_rank_fails_the_job_after_the_timeout() {
+    let d = scratch("hang");
+    let cfg = config(&d, "full");
+    let out = d.join("run");
+    let sets = [
+        "train.max_steps=400".to_string(),
+        "distributed.timeout_s=5".into(),
+    ];
+    let log = d.join("job.log");
+    let mut job = Job::start(ranks(2, &cfg, &out, &sets), &log);
+    job.until(&out.join("checkpoint-4/trainer_state.json"));
+    let stopped = job.signal(1, "-STOP");
+    let status = job.wait();
+    let ended = stopped.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(d.join("job.log")).unwrap();
+    assert!(!status.success());
+    let first = text
+        .lines()
+        .find(|l| l.starts_with("error: rank 0"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        first.contains("rank 1 stopped answering") && first.to_lowercase().contains("timed out"),
+        "{first}"
+    );
+    // 5 s timeout, 2 s to hear from the other ranks, torchrun's 30 s grace for the hung one
+    assert!(
+        ended < 5.0 + 2.0 + 30.0 + 15.0,
+        "the job took {ended:.0}s to end"
+    );
+    eprintln!("rank 1 hung: rank 0 failed naming it, the job ended {ended:.1}s later");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "left {left:?}");
     let _ = std::fs::remove_dir_all(&d);
 }

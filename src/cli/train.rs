@@ -5,7 +5,7 @@
 //! at once without a checkpoint (nothing half-written is left: saves go through a temporary
 //! directory, and one left by a killed process is removed at the next start).
 use crate::config::RunConfig;
-use crate::train::{checkpoint, memory, train, Outcome, Resume, Start};
+use crate::train::{checkpoint, dist, memory, train, Outcome, Resume, Start};
 use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +58,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             unsafe { libc::_exit(130) };
         }
     })?;
-    match train(&cfg, start, &stop)? {
+    let outcome = train(&cfg, start, &stop).inspect_err(dist::tell_torchrun)?;
+    match outcome {
         Outcome::Finished { final_dir } => {
             println!("done: {}", final_dir.display());
             Ok(())

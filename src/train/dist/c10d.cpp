@@ -121,6 +121,24 @@ char* qs_work_wait(qs_work* w, int64_t timeout_ms) {
   return err;
 }
 
+// The job's store: `key` set to `value`.
+char* qs_store_set(qs_group* g, const char* key, const char* value) {
+  return guard([&] {
+    std::string v(value);
+    g->store->set(key, std::vector<uint8_t>(v.begin(), v.end()));
+  });
+}
+
+// `key`'s value (malloc'd) in `value`, or null when no rank has set it.
+char* qs_store_get(qs_group* g, const char* key, char** value) {
+  return guard([&] {
+    *value = nullptr;
+    if (!g->store->check({key})) return;
+    auto v = g->store->get(key);
+    *value = dup(std::string(v.begin(), v.end()));
+  });
+}
+
 // Frees a tensor's gradient (autograd allocates a new one on the next backward): ZeRO-2 keeps
 // only its shard of each gradient.
 void qs_clear_grad(at::Tensor* t) { t->mutable_grad() = at::Tensor(); }

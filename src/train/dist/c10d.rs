@@ -53,6 +53,8 @@ extern "C" {
     ) -> *mut c_char;
     fn qs_barrier(g: *mut RawGroup, out: *mut *mut RawWork) -> *mut c_char;
     fn qs_work_wait(w: *mut RawWork, timeout_ms: i64) -> *mut c_char;
+    fn qs_store_set(g: *mut RawGroup, key: *const c_char, value: *const c_char) -> *mut c_char;
+    fn qs_store_get(g: *mut RawGroup, key: *const c_char, value: *mut *mut c_char) -> *mut c_char;
     fn qs_clear_grad(t: *const C_tensor);
     fn qs_set_grad(t: *const C_tensor, g: *const C_tensor);
 }
@@ -193,6 +195,34 @@ impl Group {
         // SAFETY: as in `all_reduce`.
         let err = unsafe { qs_broadcast(self.raw, t.as_ptr(), root as c_int, &mut w) };
         self.work(err, w, "broadcast")
+    }
+
+    /// Sets `key` in the job's store (seen by every rank).
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        let (k, v) = (CString::new(key)?, CString::new(value)?);
+        // SAFETY: the strings outlive the call.
+        check(
+            unsafe { qs_store_set(self.raw, k.as_ptr(), v.as_ptr()) },
+            "store set",
+        )
+    }
+
+    /// `key`'s value in the job's store, if some rank set it.
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        let k = CString::new(key)?;
+        let mut v = std::ptr::null_mut();
+        // SAFETY: `v` is set to a malloc'd string or left null.
+        check(
+            unsafe { qs_store_get(self.raw, k.as_ptr(), &mut v) },
+            "store get",
+        )?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: as in `check`: a NUL-terminated malloc'd string we now own.
+        let s = unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned();
+        unsafe { libc::free(v.cast()) };
+        Ok(Some(s))
     }
 
     pub fn barrier(&self) -> Result<()> {

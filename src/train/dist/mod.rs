@@ -10,6 +10,16 @@ use anyhow::{bail, Context, Result};
 use std::time::Duration;
 use tch::{Kind, Tensor};
 
+/// Under torchrun, writes a failed run's error where torchrun reads it
+/// (`TORCHELASTIC_ERROR_FILE`), so its summary shows it instead of "To enable traceback see".
+pub fn tell_torchrun(e: &anyhow::Error) {
+    if let Some(path) = var("TORCHELASTIC_ERROR_FILE") {
+        let now = chrono::Utc::now().timestamp();
+        let json = serde_json::json!({"message": format!("{e:#}"), "timestamp": now});
+        let _ = std::fs::write(path, json.to_string());
+    }
+}
+
 /// This process's place in the job.
 pub struct World {
     pub rank: usize,
@@ -159,10 +169,27 @@ impl World {
         }
     }
 
-    /// Context for a failed collective: which rank saw it, and what it usually means.
+    /// Context for a failed collective: which rank saw it, which ranks are gone, what it
+    /// usually means. Every rank that sees a collective fail says so in the job's store (which
+    /// torchrun's agent keeps up when ranks die); after a short wait the ranks that did not are
+    /// the ones lost (dead or hung).
     pub fn lost(&self) -> String {
+        let mut gone = String::new();
+        if let Some(g) = &self.group {
+            let key = |r: usize| format!("failed/{r}");
+            if g.set(&key(self.rank), "1").is_ok() {
+                std::thread::sleep(Duration::from_secs(2));
+                let lost: Vec<String> = (0..self.size)
+                    .filter(|&r| !matches!(g.get(&key(r)), Ok(Some(_))))
+                    .map(|r| r.to_string())
+                    .collect();
+                if !lost.is_empty() {
+                    gone = format!("; rank {} stopped answering", lost.join(", "));
+                }
+            }
+        }
         format!(
-            "rank {} of {}: a collective failed (another rank died, hung past distributed.timeout_s, or was stopped); the job cannot go on",
+            "rank {} of {}: a collective failed (another rank died, hung past distributed.timeout_s, or was stopped){gone}; the job cannot go on",
             self.rank, self.size
         )
     }
