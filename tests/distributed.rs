@@ -248,6 +248,17 @@ impl Drop for Job {
     }
 }
 
+/// No checkpoint temp directory is left in `out`.
+fn no_temp_dirs(out: &Path) {
+    let left: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{} holds {left:?}", out.display());
+}
+
 /// The worker of `rank` among torchrun's children (by the RANK in its environment).
 fn worker(torchrun_pid: u32, rank: usize) -> Option<u32> {
     let children =
@@ -327,13 +338,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_or_one() {
                 w.1
             );
         }
-        let left: Vec<_> = std::fs::read_dir(&out)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(".tmp-"))
-            .collect();
-        assert!(left.is_empty(), "{name}: left {left:?}");
+        no_temp_dirs(&out);
     }
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -426,12 +431,112 @@ fn a_hung_rank_fails_the_job_after_the_timeout() {
         "the job took {ended:.0}s to end"
     );
     eprintln!("rank 1 hung: rank 0 failed naming it, the job ended {ended:.1}s later");
-    let left: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
-        .collect();
-    assert!(left.is_empty(), "left {left:?}");
+    no_temp_dirs(&out);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Two network namespaces joined by a veth pair: two "machines" on one host.
+struct Nodes(Vec<String>);
+
+impl Nodes {
+    /// `None` where namespaces cannot be made (not root, no iproute2).
+    fn new() -> Option<Nodes> {
+        let id = std::process::id();
+        let names = vec![format!("qs{id}a"), format!("qs{id}b")];
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let nodes = Nodes(names.clone());
+        let (a, b) = (&names[0], &names[1]);
+        let (va, vb) = (format!("v{id}a"), format!("v{id}b"));
+        let ok = ip(&["netns", "add", a])
+            && ip(&["netns", "add", b])
+            && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+            && ip(&["link", "set", &va, "netns", a])
+            && ip(&["link", "set", &vb, "netns", b])
+            && ip(&["-n", a, "addr", "add", "10.77.0.1/24", "dev", &va])
+            && ip(&["-n", b, "addr", "add", "10.77.0.2/24", "dev", &vb])
+            && [(a, &va), (b, &vb)].iter().all(|(n, v)| {
+                ip(&["-n", n, "link", "set", v, "up"]) && ip(&["-n", n, "link", "set", "lo", "up"])
+            });
+        ok.then_some(nodes)
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Optional (root and iproute2): two nodes, one torchrun each with one rank, rendezvous over the
+/// veth link (c10d rendezvous, Gloo on the veth interface), train exactly what one process with
+/// twice the accumulation does.
+#[test]
+fn two_nodes_over_a_network_link() {
+    let Some(nodes) = Nodes::new() else {
+        eprintln!("cannot make network namespaces here (needs root and iproute2): skipped");
+        return;
+    };
+    let d = scratch("nodes");
+    let cfg = config(&d, "full");
+    let one = d.join("one");
+    ok(single(&cfg, &one, &["train.grad_accum=4".into()])
+        .output()
+        .unwrap());
+    let out = d.join("run");
+    let mut jobs: Vec<Job> = vec![];
+    for (i, ns) in nodes.0.iter().enumerate() {
+        let addr = format!("10.77.0.{}", i + 1);
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .arg(torchrun())
+            .args(["--no-python", "--nnodes", "2", "--nproc-per-node", "1"])
+            .args([
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                "10.77.0.1:29400",
+            ])
+            .args(["--rdzv-id", "qwen3-sft-test", "--local-addr", &addr])
+            .arg(format!("--rdzv-conf=is_host={}", i == 0))
+            .arg(bin())
+            .args(train_args(&cfg, &out, &[]))
+            .env(
+                "GLOO_SOCKET_IFNAME",
+                format!("v{}{}", std::process::id(), ["a", "b"][i]),
+            )
+            .env("OMP_NUM_THREADS", "1");
+        jobs.push(Job::start(c, &d.join(format!("node{i}.log"))));
+    }
+    for (i, j) in jobs.iter_mut().enumerate() {
+        let log = d.join(format!("node{i}.log"));
+        assert!(
+            j.wait().success(),
+            "node {i}: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+    }
+    let (got, want) = (steps(&out), steps(&one));
+    assert_eq!(got.len(), 4);
+    for (g, w) in got.iter().zip(&want) {
+        let rel = (g.1 - w.1).abs() / w.1;
+        assert!(
+            rel <= 1e-6,
+            "step {}: loss {} vs {} ({rel:.1e})",
+            g.0,
+            g.1,
+            w.1
+        );
+    }
+    eprintln!(
+        "two nodes over veth: {} steps, losses equal one process's",
+        got.len()
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
