@@ -99,6 +99,17 @@ fn stats_match_the_reference_encoders_and_numpy() {
         s.min, s.median, s.p90, s.p99, s.max, s.over_max
     );
     assert!(text.contains(&line), "{text}\nwant: {line}");
-    assert!(text.contains("40 rows"), "{text}");
+    // rows with and without reasoning (an empty `think` once its newlines are stripped)
+    let raw = std::fs::read_to_string(&files[1]).unwrap();
+    let plain = raw
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["think"].as_str().unwrap().trim_matches('\n').is_empty()
+        })
+        .count();
+    let kinds = format!("40 rows ({} with reasoning, {plain} without", 40 - plain);
+    assert!(text.contains(&kinds), "{text}\nwant: {kinds}");
     assert!(s.over_max > 0, "the fixture must exercise truncation");
 }

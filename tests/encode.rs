@@ -127,6 +127,12 @@ fn encodings_match_references_live() {
             let max_len = if i % 5 == 0 { 97 } else { 2048 };
             cases.push(json!({"template": template, "system": SYSTEM_PROMPT, "max_len": max_len,
                               "question": row["question"], "think": row["think"], "answer": row["answer"]}));
+            // a mixed data set: some rows without reasoning (Qwen3's non-thinking layout)
+            if i % 3 == 0 {
+                let think = ["", "\n", "\n\n"][i % 9 / 3];
+                cases.push(json!({"template": template, "system": SYSTEM_PROMPT, "max_len": max_len,
+                                  "question": row["question"], "think": think, "answer": row["answer"]}));
+            }
         }
     }
     let want = reference(test, "encode", &[&ranks_arg()], &Value::from(cases.clone()));

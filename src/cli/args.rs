@@ -59,9 +59,26 @@ pub struct PromptArgs {
     /// System prompt; "" for none [default: the reference's medical-expert prompt]
     #[arg(long, default_value = SYSTEM_PROMPT, hide_default_value = true)]
     pub system: String,
-    /// Pre-fill an empty <think> block (Qwen3's enable_thinking=False); in chat, `/think on` turns it back on
-    #[arg(long)]
+    /// Qwen3's thinking mode: `off` pre-fills an empty <think> block (enable_thinking=False), the
+    /// layout rows without reasoning train; in chat, `/think on|off` switches
+    #[arg(long, value_enum, default_value_t = Thinking::On)]
+    pub thinking: Thinking,
+    /// The same as `--thinking off`
+    #[arg(long, hide = true)]
     pub no_think: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Thinking {
+    On,
+    Off,
+}
+
+impl PromptArgs {
+    /// Whether the answer starts with a think block of the model's own.
+    pub fn thinking(&self) -> bool {
+        self.thinking == Thinking::On && !self.no_think
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]

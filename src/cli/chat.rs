@@ -55,7 +55,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     ctrlc::set_handler(on_ctrl_c).context("installing the Ctrl-C handler")?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut system = args.template.system.clone();
-    let mut think = !args.template.no_think;
+    let mut think = args.template.thinking();
     let mut history: Vec<Message> = Vec::new();
     eprintln!("{HELP}");
     let stdin = std::io::stdin();

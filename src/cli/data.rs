@@ -1,6 +1,6 @@
 //! `qwen3-sft data stats`: token-length distribution of a data file per template, before choosing
 //! `max_length` (the reference truncates silently at 2048).
-use crate::data::encode::{Template, MAX_LENGTH};
+use crate::data::encode::{no_reasoning, Template, MAX_LENGTH};
 use crate::data::rows::read_rows;
 use crate::data::stats::measure;
 use crate::data::tokenizer::QwenTokenizer;
@@ -58,10 +58,12 @@ fn stats(args: &StatsArgs) -> Result<()> {
         0 => String::new(),
         n => format!(", {n} invalid skipped"),
     };
+    let plain = rows.iter().filter(|r| no_reasoning(r.think())).count();
     println!(
-        "{}: {} rows{skipped} (lengths in tokens, nearest-rank percentiles)",
+        "{}: {} rows ({} with reasoning, {plain} without: Qwen3's non-thinking layout){skipped} (lengths in tokens, nearest-rank percentiles)",
         args.data.display(),
         rows.len(),
+        rows.len() - plain,
     );
     for t in templates {
         let s = measure(&rows, &tok, t, args.max_length)

@@ -49,7 +49,7 @@ struct Prompt {
 }
 
 fn prompts(args: &GenerateArgs, tok: Option<&QwenTokenizer>) -> Result<Vec<Prompt>> {
-    let think = args.template.no_think.then_some(false);
+    let think = (!args.template.thinking()).then_some(false);
     let question = |q: &str| -> Result<Prompt> {
         let tok = tok.expect("loaded for text prompts");
         Ok(Prompt {

@@ -6,7 +6,10 @@
 //!   tokenized separately, labels are -100 over the prompt.
 //! - `qwen3`: Qwen3's own chat template (`data::chat`), the layout the served model sees: the
 //!   assistant turn `<think>\n{think}\n</think>\n\n{answer}<|im_end|>\n` carries the loss, as trl's
-//!   assistant-only loss masks it with `qwen3_training.jinja`.
+//!   assistant-only loss masks it with `qwen3_training.jinja`. A row without reasoning trains
+//!   Qwen3's non-thinking layout: the empty `<think>\n\n</think>\n\n` is part of the prompt (what
+//!   `enable_thinking=False` renders) and carries no loss, as LLaMA-Factory does since its #7905, so
+//!   a mixed data set teaches both modes and the model never learns to skip thinking on its own.
 //!
 //! Both truncate `input_ids` and `labels` to `max_len` (the reference's `MAX_LENGTH = 2048`).
 //! `tests/reference/data_ref.py` encodes the same rows with tiktoken (templates rendered by
@@ -118,7 +121,8 @@ impl<'a> Encoder<'a> {
             }
             Template::Qwen3 => {
                 let mut messages = self.prompt_messages(question);
-                let prompt = chat::render(&messages, true, None)?;
+                // no reasoning: the prompt ends with the empty think block (enable_thinking=False)
+                let prompt = chat::render(&messages, true, no_reasoning(think).then_some(false))?;
                 messages.push(Message::assistant(think, answer));
                 let full = chat::render(&messages, false, None)?;
                 // The template renders earlier turns the same with or without the final one.
@@ -131,6 +135,8 @@ impl<'a> Encoder<'a> {
     }
 
     /// `input_ids` and `labels` of one row.
+    ///
+    /// A row "without reasoning" is one whose `think` is empty once the template strips its newlines.
     pub fn encode(&self, question: &str, think: &str, answer: &str) -> Result<Encoded> {
         if self.max_len == 0 {
             bail!("max_len must be at least 1");
@@ -169,6 +175,11 @@ impl<'a> Encoder<'a> {
         let text = chat::render(&self.prompt_messages(question), true, enable_thinking)?;
         self.tok.encode(&text)
     }
+}
+
+/// Whether a row's `think` renders as Qwen3's empty block (the template strips its newlines).
+pub fn no_reasoning(think: &str) -> bool {
+    think.trim_matches('\n').is_empty()
 }
 
 /// Reads and encodes a data file with `encoder`; reports truncated samples and drops those left

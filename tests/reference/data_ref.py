@@ -152,6 +152,13 @@ def qwen3_sft(tok, system, max_len, question, think, answer):
     # For one user turn the training template renders exactly what the official one does.
     official = render(trl_template("qwen3.jinja"), messages, False)
     assert text == official, "training and official templates differ on a single-turn sample"
+    if think.strip("\n") == "":
+        # No reasoning: Qwen3's non-thinking layout, as LLaMA-Factory trains it since #7905 (trl
+        # would train on the empty block): the empty think block belongs to the prompt, exactly
+        # what enable_thinking=False renders.
+        prompt = render(trl_template("qwen3.jinja"), messages[:-1], True, enable_thinking=False)
+        assert text.startswith(prompt) and prompt.endswith("<think>\n\n</think>\n\n"), prompt
+        spans = [(max(start, len(prompt)), end) for start, end in spans]
     ids = tok.encode(text)
     owner = tok.char_to_token(text, ids)
     mask = [0] * len(ids)
