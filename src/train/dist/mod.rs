@@ -29,6 +29,8 @@ pub struct World {
     /// Rank 0's process id: it names the checkpoint temp directory all ranks write into.
     pub main_pid: u32,
     group: Option<c10d::Group>,
+    /// Where the small tensors of `sum` live: NCCL reduces only GPU tensors.
+    device: tch::Device,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -50,6 +52,7 @@ impl World {
             local_rank: 0,
             main_pid: std::process::id(),
             group: None,
+            device: tch::Device::Cpu,
         }
     }
 
@@ -70,6 +73,7 @@ impl World {
             local_rank,
             main_pid: 0,
             group: None,
+            device: tch::Device::Cpu,
         })
     }
 
@@ -113,6 +117,9 @@ impl World {
             timeout: Duration::from_secs_f64(cfg.timeout_s.get()),
         };
         self.group = Some(c10d::Group::join(&r)?);
+        if backend == "nccl" {
+            self.device = tch::Device::Cuda(self.local_rank);
+        }
         let mine = if self.is_main() {
             std::process::id()
         } else {
@@ -152,9 +159,11 @@ impl World {
         let Some(g) = &self.group else {
             return Ok(values.to_vec());
         };
-        let t = Tensor::from_slice(values).to_kind(Kind::Double);
+        let t = Tensor::from_slice(values)
+            .to_kind(Kind::Double)
+            .to_device(self.device);
         g.all_reduce(&t)?.wait().with_context(|| self.lost())?;
-        Ok(Vec::<f64>::try_from(&t)?)
+        Ok(Vec::<f64>::try_from(&t.to_device(tch::Device::Cpu))?)
     }
 
     /// Whether any rank says `yes` (a signal that reached only some ranks stops them all).
