@@ -248,6 +248,20 @@ impl Drop for Job {
     }
 }
 
+/// Every step's loss within 1e-6 (relative) of the uninterrupted run's.
+fn same_losses(got: &[(i64, f64, f64)], want: &[(i64, f64, f64)], what: &str) {
+    for (g, w) in got.iter().zip(want) {
+        let rel = (g.1 - w.1).abs() / w.1;
+        assert!(
+            rel <= 1e-6,
+            "{what}: step {}: loss {} vs {} ({rel:.1e})",
+            g.0,
+            g.1,
+            w.1
+        );
+    }
+}
+
 /// No checkpoint temp directory is left in `out`.
 fn no_temp_dirs(out: &Path) {
     let left: Vec<_> = std::fs::read_dir(out)
@@ -328,16 +342,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_or_one() {
         assert!(text.contains("resuming from"), "{text}");
         let got = steps(&out);
         assert_eq!(got.len(), 12, "{name}: {got:?}");
-        for (g, w) in got.iter().zip(&want) {
-            let rel = (g.1 - w.1).abs() / w.1;
-            assert!(
-                rel <= 1e-6,
-                "{name}: step {}: loss {} vs {} ({rel:.1e})",
-                g.0,
-                g.1,
-                w.1
-            );
-        }
+        same_losses(&got, &want, name);
         no_temp_dirs(&out);
     }
     let _ = std::fs::remove_dir_all(&d);
@@ -525,16 +530,7 @@ fn two_nodes_over_a_network_link() {
     }
     let (got, want) = (steps(&out), steps(&one));
     assert_eq!(got.len(), 4);
-    for (g, w) in got.iter().zip(&want) {
-        let rel = (g.1 - w.1).abs() / w.1;
-        assert!(
-            rel <= 1e-6,
-            "step {}: loss {} vs {} ({rel:.1e})",
-            g.0,
-            g.1,
-            w.1
-        );
-    }
+    same_losses(&got, &want, "two nodes");
     eprintln!(
         "two nodes over veth: {} steps, losses equal one process's",
         got.len()

@@ -94,12 +94,16 @@ pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
-/// Calls `f(name, tensor)` for every tensor in the file; tensors are CPU copies in stored dtype.
-pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()>) -> Result<()> {
+/// The file, memory-mapped for reading.
+fn map(path: &Path) -> Result<memmap2::Mmap> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: the file is only read; a concurrent writer truncating it is outside our contract.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))
+}
+
+/// Calls `f(name, tensor)` for every tensor in the file; tensors are CPU copies in stored dtype.
+pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()>) -> Result<()> {
+    let mmap = map(path)?;
     let st = SafeTensors::deserialize(&mmap).map_err(|e| {
         anyhow::anyhow!(
             "{}: corrupted or truncated safetensors file ({e:?}); download it again",
@@ -124,10 +128,7 @@ pub fn for_each_tensor(path: &Path, mut f: impl FnMut(&str, Tensor) -> Result<()
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: as in `for_each_tensor`.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("cannot map {}", path.display()))?;
+    let mmap = map(path)?;
     let (_, meta) = SafeTensors::read_metadata(&mmap)
         .map_err(|e| anyhow::anyhow!("{}: corrupted safetensors header ({e:?})", path.display()))?;
     Ok(meta

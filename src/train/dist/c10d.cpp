@@ -107,10 +107,6 @@ char* qs_broadcast(qs_group* g, at::Tensor* t, int root, qs_work** out) {
   });
 }
 
-char* qs_barrier(qs_group* g, qs_work** out) {
-  return guard([&] { *out = work(g->backend->barrier()); });
-}
-
 // Waits for `w` (at most `timeout_ms`) and frees it.
 char* qs_work_wait(qs_work* w, int64_t timeout_ms) {
   char* err = guard([&] {

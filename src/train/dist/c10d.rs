@@ -51,7 +51,6 @@ extern "C" {
         root: c_int,
         out: *mut *mut RawWork,
     ) -> *mut c_char;
-    fn qs_barrier(g: *mut RawGroup, out: *mut *mut RawWork) -> *mut c_char;
     fn qs_work_wait(w: *mut RawWork, timeout_ms: i64) -> *mut c_char;
     fn qs_store_set(g: *mut RawGroup, key: *const c_char, value: *const c_char) -> *mut c_char;
     fn qs_store_get(g: *mut RawGroup, key: *const c_char, value: *mut *mut c_char) -> *mut c_char;
@@ -223,13 +222,6 @@ impl Group {
         let s = unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned();
         unsafe { libc::free(v.cast()) };
         Ok(Some(s))
-    }
-
-    pub fn barrier(&self) -> Result<()> {
-        let mut w = std::ptr::null_mut();
-        // SAFETY: the group is live.
-        let err = unsafe { qs_barrier(self.raw, &mut w) };
-        self.work(err, w, "barrier")?.wait()
     }
 }
 

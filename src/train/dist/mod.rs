@@ -171,13 +171,6 @@ impl World {
         Ok(self.sum(&[yes as u8 as f64])?[0] > 0.0)
     }
 
-    pub fn barrier(&self) -> Result<()> {
-        match &self.group {
-            Some(g) => g.barrier().with_context(|| self.lost()),
-            None => Ok(()),
-        }
-    }
-
     /// Context for a failed collective: which rank saw it, which ranks are gone, what it
     /// usually means. Every rank that sees a collective fail says so in the job's store (which
     /// torchrun's agent keeps up when ranks die); after a short wait the ranks that did not are

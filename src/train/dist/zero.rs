@@ -144,6 +144,11 @@ impl Sync {
         self.stage
     }
 
+    /// ZeRO (stage 1-2): each rank updates and saves only its parts of the optimizer state.
+    pub fn sharded(&self) -> bool {
+        self.shard.is_some()
+    }
+
     pub fn waited(&self) -> std::time::Duration {
         self.waited
     }

@@ -6,7 +6,7 @@ use super::checkpoint::{self, TrainerState};
 use super::dist::{zero, World};
 use super::progress::{LogWindow, Progress};
 use super::{eval, loss, optim, predict, recompute, setup};
-use crate::config::{Method, RunConfig, ZeroStage};
+use crate::config::{Method, RunConfig};
 use crate::data::encode::Encoded;
 use crate::data::tokenizer::QwenTokenizer;
 use crate::log::{metrics::MetricsLog, swanlab};
@@ -273,10 +273,7 @@ impl<'a> Trainer<'a> {
     pub fn save(&mut self) -> Result<PathBuf> {
         let t = &self.cfg.train;
         let side = self.opened.side_files();
-        let sharded = self
-            .sync
-            .as_ref()
-            .is_some_and(|s| s.stage() != ZeroStage::Ddp);
+        let sharded = self.sync.as_ref().is_some_and(zero::Sync::sharded);
         let saved = checkpoint::save(
             &t.output_dir,
             &self.opened.model,

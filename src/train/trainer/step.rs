@@ -4,6 +4,7 @@
 use super::Trainer;
 use crate::config::ZeroStage;
 use crate::data::batch::{collate, epoch_batches};
+use crate::train::dist::zero::Sync;
 use crate::train::{checkpoint, loss, optim, recompute};
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
@@ -62,11 +63,7 @@ impl Trainer<'_> {
         }
         let grads = optim::grads(&self.opt.params);
         let mut squared = optim::squared_norm(&grads);
-        if self
-            .sync
-            .as_ref()
-            .is_some_and(|s| s.stage() != ZeroStage::Ddp)
-        {
+        if self.sync.as_ref().is_some_and(Sync::sharded) {
             squared = self.world.sum(&[squared])?[0]; // each rank holds a shard
         }
         let grad_norm = squared.sqrt();
