@@ -221,7 +221,16 @@ pub fn save(
         });
         world.all_ok(written, &what)
     };
-    while_saving(write).with_context(|| format!("cannot write checkpoint {}", dir.display()))?;
+    while_saving(write).with_context(|| {
+        // the last agreement comes after the rename: a rank lost there leaves a whole checkpoint
+        match dir.join("trainer_state.json").exists() {
+            true => format!(
+                "checkpoint {} is complete (--resume starts from it), but the job cannot go on",
+                dir.display()
+            ),
+            false => format!("cannot write checkpoint {}", dir.display()),
+        }
+    })?;
     Ok(dir)
 }
 
