@@ -88,3 +88,36 @@ pub fn check_dir(out: &Path, kind: &str, overwrite: bool) -> Result<()> {
         ),
     }
 }
+
+/// Writes the file `out` under a temporary sibling name, synced, then renames it into place: a
+/// crash leaves the old file or the new one, never half of one. An existing `out` is replaced
+/// only with `overwrite`.
+pub fn write_file(out: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    use std::io::Write;
+    if out.exists() && !overwrite {
+        bail!(
+            "{} exists: pass --overwrite to replace it, or choose another path",
+            out.display()
+        );
+    }
+    let name = out.file_name().context("output path has no file name")?;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| format!("cannot write {}", out.display()))
+}

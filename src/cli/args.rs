@@ -104,6 +104,11 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// Whether a flag turns sampling on (eval decodes greedily otherwise).
+    pub fn asks_to_sample(&self) -> bool {
+        !self.greedy && (self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some())
+    }
+
     /// The options for a model with generation config `cfg` and `max_positions`, these flags
     /// applied over it (a default longer than the model's positions is shortened to them).
     pub fn options(&self, cfg: &GenerationConfig, max_positions: i64) -> Result<GenOptions> {
@@ -139,11 +144,12 @@ impl SamplingArgs {
     }
 }
 
-/// The model's generation_config.json (and config.json's ids), else the defaults.
+/// The model's generation_config.json (and config.json's ids); a `random:<preset>` samples as
+/// a Qwen3 release does.
 pub fn generation_config(r: &Resolved) -> Result<GenerationConfig> {
     match r.dir() {
         Some(d) => GenerationConfig::from_model_dir(d),
-        None => Ok(GenerationConfig::default()),
+        None => Ok(GenerationConfig::qwen3()),
     }
 }
 

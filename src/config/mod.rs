@@ -121,11 +121,12 @@ pub struct TrainCfg {
     pub adam_eps: Positive,
     #[serde(default = "d_chunk")]
     pub loss_chunk: Count,
-    /// Validation questions answered and logged ("Prediction") at the end of training.
-    #[serde(default = "d_predictions")]
-    pub predictions: usize,
-    #[serde(default = "d_pred_tokens")]
-    pub prediction_max_new_tokens: Count,
+    /// Validation questions answered at each evaluation: format adherence, BLEU/ROUGE
+    /// (`eval/format_rate`, ...) and the texts ("Prediction"). 0 turns it off.
+    #[serde(default = "d_predictions", alias = "predictions")]
+    pub eval_generate: usize,
+    #[serde(default = "d_pred_tokens", alias = "prediction_max_new_tokens")]
+    pub eval_generate_max_new_tokens: Count,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -4,6 +4,7 @@
 //! Qwen3 instruct ships `do_sample true, temperature 0.6, top_k 20, top_p 0.95,
 //! eos_token_id [151645, 151643], pad_token_id 151643`.
 use super::sampling::SamplingParams;
+use crate::model::spec::QWEN3_GENERATION_CONFIG;
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -62,6 +63,16 @@ impl GenerationConfig {
     pub fn from_model_dir(dir: &Path) -> Result<Self> {
         let gen = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
         let model = read_json(&dir.join("config.json"))?.unwrap_or(Value::Null);
+        Ok(Self::from_json(&gen, &model))
+    }
+
+    /// What a Qwen3 release's generation_config.json says (`random:<preset>` models).
+    pub fn qwen3() -> Self {
+        let gen = serde_json::from_str(QWEN3_GENERATION_CONFIG).expect("a JSON constant");
+        Self::from_json(&gen, &Value::Null)
+    }
+
+    fn from_json(gen: &Value, model: &Value) -> Self {
         let mut c = GenerationConfig::default();
         let s = &mut c.sampling;
         s.do_sample = gen
@@ -89,7 +100,7 @@ impl GenerationConfig {
         if let Some(n) = gen.get("max_new_tokens").and_then(Value::as_u64) {
             c.max_new_tokens = n as usize;
         }
-        Ok(c)
+        c
     }
 }
 

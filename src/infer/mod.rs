@@ -1,10 +1,14 @@
-//! Inference: generation with a KV cache (greedy and sampling) on the training model code, and
-//! merging an adapter into its base (the `generate`, `chat` and `merge` commands use them). The trainer's end-of-training predictions call
-//! `generate` with prompts from `text::prompt_ids` and decode them with `text::Completion`.
+//! Inference: generation with a KV cache (greedy and sampling) on the training model code,
+//! merging an adapter into its base, and answer quality (`quality`: R1 format adherence, BLEU and
+//! ROUGE from `score` and `rouge`). The `generate`, `chat`, `eval` and `merge` commands use them;
+//! the trainer's evaluations answer validation questions through `quality`.
 pub mod config;
 pub mod generate;
 pub mod merge;
+pub mod quality;
+pub mod rouge;
 pub mod sampling;
+pub mod score;
 pub mod text;
 
 pub use config::GenerationConfig;

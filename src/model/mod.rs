@@ -150,6 +150,10 @@ impl Model {
         if let Some(src) = side_files.or(self.source.as_deref()) {
             weights::copy_side_files(src, dir)?;
         }
+        let gen = dir.join("generation_config.json");
+        if self.source.is_none() && !gen.exists() {
+            std::fs::write(&gen, spec::QWEN3_GENERATION_CONFIG)?; // a random-init Qwen3
+        }
         Ok(())
     }
 

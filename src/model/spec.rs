@@ -133,3 +133,17 @@ impl fmt::Display for DeviceSpec {
         }
     }
 }
+
+/// The `generation_config.json` the Qwen3 releases ship (Qwen's recommended thinking-mode
+/// sampling: greedy decoding makes reasoning models repeat themselves). A model saved from a
+/// `random:<preset>` gets it, so it generates as a Qwen3 checkpoint does.
+pub const QWEN3_GENERATION_CONFIG: &str = r#"{
+  "bos_token_id": 151643,
+  "do_sample": true,
+  "eos_token_id": [151645, 151643],
+  "pad_token_id": 151643,
+  "temperature": 0.6,
+  "top_k": 20,
+  "top_p": 0.95
+}
+"#;

@@ -252,7 +252,22 @@ impl<'a> Trainer<'a> {
         let (mean, n) = eval::eval_loss(net, &mine, t.batch_size.get(), t.loss_chunk.get());
         let all = self.world.sum(&[mean * n as f64, n as f64])?;
         let loss = all[0] / all[1].max(1.0);
-        self.log(&[("eval/loss", loss)])?;
+        let mut values = vec![("eval/loss".to_string(), loss)];
+        let model = &self.opened.model;
+        let base = match &self.opened.base {
+            model::open::Base::Dir(d) => Some(d.as_path()),
+            model::open::Base::Random(_) => None,
+        };
+        let answered = predict::eval_generate(model, base, &self.tokenizer, self.cfg, &self.world)?;
+        if let Some(p) = &answered {
+            values.extend(p.values.iter().cloned());
+        }
+        let values: Vec<(&str, f64)> = values.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        self.log(&values)?;
+        if let Some(p) = answered.filter(|_| self.world.is_main()) {
+            let step = self.state.global_step;
+            predict::log_texts(&p, self.run.as_ref(), step, step == self.state.max_steps);
+        }
         Ok(loss)
     }
 
@@ -289,7 +304,7 @@ impl<'a> Trainer<'a> {
         Ok(saved)
     }
 
-    /// `final/` (the model or the adapter), the last checkpoint, the end-of-training predictions.
+    /// `final/` (the model or the adapter) and the last checkpoint.
     fn save_final(&mut self) -> Result<Outcome> {
         self.progress.finish();
         let cfg = self.cfg;
@@ -306,10 +321,6 @@ impl<'a> Trainer<'a> {
         self.world.all_ok(written, "writing final/")?;
         if self.state.global_step % cfg.train.save_steps.get() != 0 {
             self.save()?;
-        }
-        if let Some(run) = &self.run {
-            let step = self.state.global_step;
-            predict::log_predictions(&self.opened.model, &self.tokenizer, cfg, run, step)?;
         }
         Ok(Outcome::Finished { final_dir })
     }
