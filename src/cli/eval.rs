@@ -1,6 +1,6 @@
 //! `qwen3-sft eval`: the mean cross-entropy of a model (and adapter) over the label tokens of a
 //! data file, as the trainer's `eval/loss`.
-use super::args::{self, ModelArgs};
+use super::args::{self, ModelArgs, RowArgs};
 use crate::config::DEFAULT_LOSS_CHUNK;
 use crate::data::encode::{encode_file, Encoder, Template, MAX_LENGTH, SYSTEM_PROMPT};
 use crate::train::eval::eval_loss;
@@ -11,9 +11,11 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// JSONL (or JSON array) file with question/think/answer rows
+    /// JSONL (or JSON array) file with question/think/answer rows or `messages` conversations
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Sample template: qwen3 or reference
     #[arg(long, default_value = "qwen3")]
     pub template: Template,
@@ -42,7 +44,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         max_len: args.max_length,
         ..Encoder::new(&tok, args.template)
     };
-    let data = encode_file(&encoder, &args.data, "eval")?;
+    let data = encode_file(&encoder, &args.data, &args.rows.row_format(), "eval")?;
     let model = resolved.load()?.model;
     let (loss, tokens) = eval_loss(&model.net, &data, args.batch_size, DEFAULT_LOSS_CHUNK);
     if tokens == 0 {
