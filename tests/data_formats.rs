@@ -58,7 +58,7 @@ fn mapped_columns_are_read_and_named_in_errors() {
             ":3: field `Complex_CoT` (data.columns.think) is missing",
         ),
         (
-            format!("{{\"Question\": 1, \"Complex_CoT\": \"t\", \"Response\": \"a\"}}\n"),
+            "{\"Question\": 1, \"Complex_CoT\": \"t\", \"Response\": \"a\"}\n".to_string(),
             ":1: field `Question` (data.columns.question) is a number, expected a string",
         ),
     ] {

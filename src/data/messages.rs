@@ -102,10 +102,12 @@ fn message(i: usize, value: &Value) -> Result<Message, RowError> {
     let reasoning_content = match m.get("reasoning_content") {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if role == Role::Assistant => Some(r.clone()),
-        Some(Value::String(_)) => return Err(bad(format!(
+        Some(Value::String(_)) => {
+            return Err(bad(format!(
             "messages[{i}].reasoning_content is set on a {} message (only assistant turns reason)",
             role.as_str()
-        ))),
+        )))
+        }
         Some(other) => {
             return Err(bad(format!(
                 "messages[{i}].reasoning_content is {}, expected a string",
