@@ -13,9 +13,6 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// The fields every column row must have, as strings, under the default names.
-pub const REQUIRED: [&str; 3] = ["question", "think", "answer"];
-
 /// One data row: all of its fields (key order kept) and what they hold, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -32,11 +29,6 @@ enum Layout<'a> {
 }
 
 impl Row {
-    /// Checks a row with the default column names (`question`, `think`, `answer`).
-    pub fn new(value: Value, line: usize) -> std::result::Result<Row, RowError> {
-        Row::checked(value, line, Layout::Columns(&Columns::default()))
-    }
-
     /// Checks the row's fields for `layout`; the error says which field is wrong and how.
     fn checked(value: Value, line: usize, layout: Layout) -> std::result::Result<Row, RowError> {
         let fields = match value {
