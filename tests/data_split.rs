@@ -251,8 +251,12 @@ fn skip_invalid_drops_and_counts() {
     assert_eq!((rows.len(), skipped), (2, 3));
     assert_eq!((rows[0].line(), rows[1].line()), (1, 5));
     assert_eq!(
-        (rows[0].question(), rows[0].think(), rows[0].answer()),
-        ("q", "t", "a")
+        rows[0].sample(),
+        &qwen3_sft::data::format::Sample::Turn {
+            question: "q".into(),
+            think: "t".into(),
+            answer: "a".into()
+        }
     );
     assert_eq!(
         rows[0].fields().keys().collect::<Vec<_>>(),

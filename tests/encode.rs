@@ -2,13 +2,17 @@
 //! template, and sample encoding in both layouts (src/data/encode.rs) against the seed tutorial's
 //! `process_func` and trl's assistant-only-loss masks, with every token id from tiktoken on the
 //! package's ranks (not from our derived tokenizer.json): committed goldens always, every sample
-//! row and more conversations live (tests/reference/data_ref.py).
+//! row and more conversations live (tests/reference/data_ref.py). Data files of the other layouts
+//! (data/sample: medical-o1-reasoning-SFT's column names, multi-turn `messages`) are read by our
+//! row reader and encoded, and compared with the same files read and encoded by data_ref.py.
 mod common;
 mod data_support;
 
 use data_support::{golden, ids, ranks_arg, reference, s, sample_rows, tokenizer};
 use qwen3_sft::data::chat::{render, Message, QWEN3_CHAT_TEMPLATE};
 use qwen3_sft::data::encode::{Encoder, Template, IGNORE_INDEX, SYSTEM_PROMPT};
+use qwen3_sft::data::format::{Columns, Format, RowFormat};
+use qwen3_sft::data::rows::read_rows_as;
 use qwen3_sft::data::tokenizer::QwenTokenizer;
 use serde_json::{json, Value};
 
@@ -80,18 +84,146 @@ fn chat_template_copy_is_the_shipped_one_live() {
     );
 }
 
-fn encode_case(tok: &QwenTokenizer, c: &Value) -> (Vec<i64>, Vec<i64>) {
-    let template: Template = s(&c["template"]).parse().unwrap();
-    let enc = Encoder {
+fn encoder<'a>(tok: &'a QwenTokenizer, c: &Value) -> Encoder<'a> {
+    Encoder {
         tok,
-        template,
+        template: s(&c["template"]).parse().unwrap(),
         system: c["system"].as_str().map(String::from),
         max_len: c["max_len"].as_u64().unwrap() as usize,
+    }
+}
+
+/// A question/think/answer case, or a `messages` conversation.
+fn encode_case(tok: &QwenTokenizer, c: &Value) -> (Vec<i64>, Vec<i64>) {
+    let enc = encoder(tok, c);
+    let e = match c.get("messages") {
+        Some(m) => enc
+            .encode_messages(&serde_json::from_value::<Vec<Message>>(m.clone()).unwrap())
+            .unwrap(),
+        None => enc
+            .encode(s(&c["question"]), s(&c["think"]), s(&c["answer"]))
+            .unwrap(),
     };
-    let e = enc
-        .encode(s(&c["question"]), s(&c["think"]), s(&c["answer"]))
-        .unwrap();
     (e.input_ids, e.labels)
+}
+
+/// A data file as `spec` (formats.json's, data_ref.py's `encode_file`) names it: read by the
+/// trainer's row reader with that layout, each row encoded. Returns the tokens compared.
+fn check_file(tok: &QwenTokenizer, spec: &Value, want: &Value) -> usize {
+    let columns = match spec.get("columns") {
+        Some(c) => serde_json::from_value::<Columns>(c.clone()).unwrap(),
+        None => Columns::default(),
+    };
+    let format: Format = s(&spec["format"]).parse().unwrap();
+    let path = common::root().join(s(&spec["path"]));
+    let (rows, _) = read_rows_as(&path, &RowFormat { format, columns }, false).unwrap();
+    let want = want.as_array().unwrap();
+    assert_eq!(rows.len(), want.len(), "{spec}");
+    let enc = encoder(tok, spec);
+    let mut tokens = 0;
+    for (row, w) in rows.iter().zip(want) {
+        let e = enc.encode_sample(row.sample()).unwrap();
+        let at = format!(
+            "{} line {} ({} {})",
+            spec["path"],
+            row.line(),
+            spec["template"],
+            spec["max_len"]
+        );
+        assert_eq!(e.input_ids, ids(&w["input_ids"]), "input_ids of {at}");
+        assert_eq!(e.labels, ids(&w["labels"]), "labels of {at}");
+        tokens += e.input_ids.len();
+    }
+    tokens
+}
+
+#[test]
+fn data_files_of_other_layouts_match_golden() {
+    let tok = tokenizer();
+    for spec in golden("formats.json").as_array().unwrap() {
+        check_file(&tok, spec, &spec["encodings"]);
+    }
+}
+
+#[test]
+#[ignore = "live reference (make test)"]
+fn data_files_of_other_layouts_match_references_live() {
+    let test = "data_files_of_other_layouts_match_references_live";
+    let specs: Vec<Value> = golden("formats.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.as_object_mut().unwrap().remove("encodings");
+            s
+        })
+        .collect();
+    let want = reference(
+        test,
+        "encode_file",
+        &[&ranks_arg()],
+        &Value::from(specs.clone()),
+    );
+    let tok = tokenizer();
+    let (mut rows, mut tokens) = (0, 0);
+    for (spec, w) in specs.iter().zip(want.as_array().unwrap()) {
+        tokens += check_file(&tok, spec, w);
+        rows += w.as_array().unwrap().len();
+    }
+    eprintln!(
+        "{} files, {rows} rows, {tokens} tokens equal the references",
+        specs.len()
+    );
+}
+
+/// Multi-turn conversations made of consecutive sample rows: reasoning kept apart or inline as
+/// `<think>` text, turns without reasoning, a system message or none, some cut short.
+fn live_conversation_cases() -> Vec<Value> {
+    let rows = sample_rows();
+    let mut cases = vec![];
+    for (i, pair) in rows.windows(3).enumerate().step_by(2) {
+        let mut messages = vec![];
+        if i % 4 == 0 {
+            messages.push(json!({"role": "system", "content": SYSTEM_PROMPT}));
+        }
+        for (j, row) in pair.iter().take(2 + i % 2).enumerate() {
+            messages.push(json!({"role": "user", "content": row["question"]}));
+            let think = if (i + j) % 5 == 3 {
+                ""
+            } else {
+                s(&row["think"])
+            };
+            messages.push(if (i + j) % 2 == 0 {
+                json!({"role": "assistant", "content": row["answer"], "reasoning_content": think})
+            } else {
+                json!({"role": "assistant", "content": format!("<think>{think}</think>{}", s(&row["answer"]))})
+            });
+        }
+        let max_len = if i % 6 == 2 { 150 } else { 4096 };
+        cases.push(json!({"template": "qwen3", "max_len": max_len, "messages": messages}));
+    }
+    cases
+}
+
+#[test]
+#[ignore = "live reference (make test)"]
+fn conversations_match_trl_masks_live() {
+    let test = "conversations_match_trl_masks_live";
+    let cases = live_conversation_cases();
+    let want = reference(test, "encode", &[&ranks_arg()], &Value::from(cases.clone()));
+    let tok = tokenizer();
+    let mut tokens = 0;
+    for (c, w) in cases.iter().zip(want.as_array().unwrap()) {
+        let (input_ids, labels) = encode_case(&tok, c);
+        assert_eq!(input_ids, ids(&w["input_ids"]), "{}", c["messages"]);
+        assert_eq!(labels, ids(&w["labels"]), "{}", c["messages"]);
+        tokens += input_ids.len();
+    }
+    eprintln!(
+        "{} conversations, {tokens} tokens equal trl's masks",
+        cases.len()
+    );
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Flags several commands share: which model to open (`--model --adapter --tokenizer --dtype
-//! --device --source`, one set of defaults for eval, generate, chat and merge) and how to sample.
+//! --device --source`, one set of defaults for eval, generate, chat and merge), how to sample, and
+//! how a data file's rows are laid out (`--format --columns`, the config's `[data] format` and
+//! `columns`, for split, data stats, encode, eval and generate).
 use crate::data::encode::SYSTEM_PROMPT;
+use crate::data::format::{Columns, Format, RowFormat};
 use crate::data::tokenizer::QwenTokenizer;
 use crate::hub::Source;
 use crate::infer::{GenOptions, GenerationConfig};
@@ -8,6 +11,26 @@ use crate::model::open::Resolved;
 use crate::model::{self, DType, DeviceSpec, ModelSpec};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+
+/// `[data] format` and `[data] columns` on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RowArgs {
+    /// Row layout: auto (`messages` when the first row has that key), columns or messages
+    #[arg(long, default_value = "auto")]
+    pub format: Format,
+    /// Fields holding the parts of a columns row, e.g. question=Question,think=Complex_CoT,answer=Response
+    #[arg(long, default_value = "question=question,think=think,answer=answer")]
+    pub columns: Columns,
+}
+
+impl RowArgs {
+    pub fn row_format(&self) -> RowFormat {
+        RowFormat {
+            format: self.format,
+            columns: self.columns.clone(),
+        }
+    }
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -104,11 +127,6 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// Whether a flag turns sampling on (eval decodes greedily otherwise).
-    pub fn asks_to_sample(&self) -> bool {
-        !self.greedy && (self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some())
-    }
-
     /// The options for a model with generation config `cfg` and `max_positions`, these flags
     /// applied over it (a default longer than the model's positions is shortened to them).
     pub fn options(&self, cfg: &GenerationConfig, max_positions: i64) -> Result<GenOptions> {

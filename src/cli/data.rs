@@ -1,10 +1,12 @@
 //! `qwen3-sft data stats`: token-length distribution of a data file per template, before choosing
 //! `max_length` (the reference truncates silently at 2048).
-use crate::data::encode::{no_reasoning, Template, MAX_LENGTH};
-use crate::data::rows::read_rows;
+use super::args::RowArgs;
+use crate::data::encode::{check_template, Template, MAX_LENGTH};
+use crate::data::format::Sample;
+use crate::data::rows::{read_rows_as, Row};
 use crate::data::stats::measure;
 use crate::data::tokenizer::QwenTokenizer;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -21,10 +23,12 @@ pub enum DataCmd {
 
 #[derive(clap::Args, Debug)]
 pub struct StatsArgs {
-    /// Data file (JSONL or a JSON array) with question/think/answer
+    /// Data file (JSONL or a JSON array) with question/think/answer rows or `messages` conversations
     #[arg(long)]
     pub data: PathBuf,
-    /// Template to measure (qwen3 or reference); both when absent
+    #[command(flatten)]
+    pub rows: RowArgs,
+    /// Template to measure (qwen3 or reference); both when absent (qwen3 only for conversations)
     #[arg(long)]
     pub template: Option<Template>,
     /// Length limit the trainer truncates at
@@ -33,7 +37,7 @@ pub struct StatsArgs {
     /// tokenizer.json, or a directory holding one (a model directory, or `make tokenizer`'s)
     #[arg(long, default_value = ".cache/qwen3-tokenizer")]
     pub tokenizer: PathBuf,
-    /// Drop rows without string question/think/answer instead of failing
+    /// Drop invalid rows (missing or non-string fields, bad messages) instead of failing
     #[arg(long = "skip-invalid", alias = "skip_invalid")]
     pub skip_invalid: bool,
 }
@@ -48,22 +52,25 @@ fn stats(args: &StatsArgs) -> Result<()> {
     if args.max_length == 0 {
         bail!("--max-length must be at least 1");
     }
-    let (rows, skipped) = read_rows(&args.data, args.skip_invalid)?;
-    let tok = QwenTokenizer::load(&args.tokenizer)?;
-    let templates = match args.template {
-        Some(t) => vec![t],
-        None => vec![Template::Reference, Template::Qwen3],
+    let (rows, skipped) = read_rows_as(&args.data, &args.rows.row_format(), args.skip_invalid)?;
+    let conversations = matches!(rows[0].sample(), Sample::Messages(_));
+    let templates = match (args.template, conversations) {
+        (Some(t), _) => vec![t],
+        (None, true) => vec![Template::Qwen3],
+        (None, false) => vec![Template::Reference, Template::Qwen3],
     };
+    for &t in &templates {
+        check_template(t, &rows).with_context(|| args.data.display().to_string())?;
+    }
+    let tok = QwenTokenizer::load(&args.tokenizer)?;
     let skipped = match skipped {
         0 => String::new(),
         n => format!(", {n} invalid skipped"),
     };
-    let plain = rows.iter().filter(|r| no_reasoning(r.think())).count();
     println!(
-        "{}: {} rows ({} with reasoning, {plain} without: Qwen3's non-thinking layout){skipped} (lengths in tokens, nearest-rank percentiles)",
+        "{}: {}{skipped} (lengths in tokens, nearest-rank percentiles)",
         args.data.display(),
-        rows.len(),
-        rows.len() - plain,
+        counts(&rows),
     );
     for t in templates {
         let s = measure(&rows, &tok, t, args.max_length)
@@ -84,4 +91,31 @@ fn stats(args: &StatsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the rows hold: `N rows (R with reasoning, P without: ...)`, or for conversations also
+/// their assistant turns, each of which is a sample's loss region.
+fn counts(rows: &[Row]) -> String {
+    let turns: usize = rows.iter().map(|r| r.sample().assistant_turns()).sum();
+    let plain: usize = rows
+        .iter()
+        .map(|r| r.sample().turns_without_reasoning())
+        .sum();
+    let kinds = format!(
+        "{} with reasoning, {plain} without: Qwen3's non-thinking layout",
+        turns - plain
+    );
+    match rows[0].sample() {
+        Sample::Turn { .. } => format!("{} rows ({kinds})", rows.len()),
+        Sample::Messages(_) => {
+            let multi = rows
+                .iter()
+                .filter(|r| r.sample().assistant_turns() > 1)
+                .count();
+            format!(
+                "{} conversations ({multi} multi-turn), {turns} assistant turns ({kinds})",
+                rows.len()
+            )
+        }
+    }
 }

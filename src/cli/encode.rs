@@ -1,15 +1,18 @@
 //! `qwen3-sft encode`: how a data file encodes with a sample template: lengths, truncation, and
 //! samples shown with their loss region between ⟦ ⟧.
-use crate::data::encode::{Encoder, Template, IGNORE_INDEX, MAX_LENGTH};
-use crate::data::rows::read_rows;
+use super::args::RowArgs;
+use crate::data::encode::{check_template, Encoder, Template, IGNORE_INDEX, MAX_LENGTH};
+use crate::data::rows::read_rows_as;
 use crate::data::tokenizer::QwenTokenizer;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
-    /// Data file: JSON Lines with string `question`, `think`, `answer` on each line
+    /// Data file: JSON Lines (or a JSON array) of question/think/answer rows or `messages` conversations
     pub data: PathBuf,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Model directory (or tokenizer directory / tokenizer.json)
     #[arg(long)]
     pub tokenizer: PathBuf,
@@ -26,7 +29,8 @@ pub struct EncodeArgs {
 
 pub fn run(args: &EncodeArgs) -> Result<()> {
     let tok = QwenTokenizer::load(&args.tokenizer)?;
-    let (rows, _) = read_rows(&args.data, false)?;
+    let (rows, _) = read_rows_as(&args.data, &args.rows.row_format(), false)?;
+    check_template(args.template, &rows).with_context(|| args.data.display().to_string())?;
     let enc = Encoder {
         max_len: args.max_length,
         ..Encoder::new(&tok, args.template)
@@ -35,7 +39,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
         (0usize, 0usize, 0usize, 0usize);
     for (i, row) in rows.iter().enumerate() {
         let e = enc
-            .encode(row.question(), row.think(), row.answer())
+            .encode_sample(row.sample())
             .with_context(|| format!("{} line {}", args.data.display(), row.line()))?;
         total += e.input_ids.len();
         longest = longest.max(e.full_len);

@@ -1,12 +1,12 @@
 //! `qwen3-sft eval`: the mean cross-entropy of a model (and adapter) over the label tokens of a
 //! data file, as the trainer's `eval/loss`; with `--generate`, also answer quality (`infer::quality`):
-//! the first `--limit` questions answered (greedy unless a sampling flag is given), R1 format
+//! the first `--limit` questions answered (decoded as the model's generation config says, seed 0 unless `--seed`), R1 format
 //! adherence, BLEU-4 and ROUGE of the answers (LLaMA-Factory's `eval_bleu_rouge.py`), every
 //! answer written to `--answers` (JSON Lines).
-use super::args::{self, ModelArgs, SamplingArgs, Thinking};
+use super::args::{self, ModelArgs, RowArgs, SamplingArgs, Thinking};
 use crate::config::DEFAULT_LOSS_CHUNK;
 use crate::data::encode::{encode_file, Encoder, Template, MAX_LENGTH, SYSTEM_PROMPT};
-use crate::data::rows::read_rows;
+use crate::data::rows::read_rows_as;
 use crate::infer::quality::{answer_all, Question, Totals};
 use crate::model::Model;
 use crate::train::eval::eval_loss;
@@ -18,9 +18,11 @@ use std::path::PathBuf;
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// JSONL (or JSON array) file with question/think/answer rows
+    /// JSONL (or JSON array) file with question/think/answer rows or `messages` conversations
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Sample template: qwen3 or reference
     #[arg(long, default_value = "qwen3")]
     pub template: Template,
@@ -77,13 +79,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         max_len: args.max_length,
         ..Encoder::new(&tok, args.template)
     };
-    let data = encode_file(&encoder, &args.data, "eval")?;
+    let data = encode_file(&encoder, &args.data, &args.rows.row_format(), "eval")?;
     let mut opts = args.sampling.options(
         &args::generation_config(&resolved)?,
         resolved.config.max_position_embeddings,
     )?;
-    // an evaluation is reproducible unless sampling is asked for
-    opts.sampling.do_sample &= args.sampling.asks_to_sample();
+    // an evaluation is reproducible: the same seed unless one is given
+    opts.seed = args.sampling.seed.unwrap_or(0);
     let model = resolved.load()?.model;
     let (loss, tokens) = eval_loss(&model.net, &data, args.batch_size, DEFAULT_LOSS_CHUNK);
     if tokens == 0 {
@@ -121,20 +123,16 @@ fn generate(
     system: &str,
     opts: &crate::infer::GenOptions,
 ) -> Result<Map<String, Value>> {
-    let (rows, _) = read_rows(&args.data, false)?;
+    let (rows, _) = read_rows_as(&args.data, &args.rows.row_format(), false)?;
     let limit = args.limit.unwrap_or(rows.len()).min(rows.len());
+    let system = Some(system).filter(|s| !s.is_empty());
     let questions: Vec<Question> = rows[..limit]
         .iter()
-        .map(|r| Question {
-            question: r.question(),
-            think: r.think(),
-            answer: r.answer(),
-        })
+        .map(|r| Question::of(r, system))
         .collect();
-    let system = Some(system).filter(|s| !s.is_empty());
     let thinking = args.thinking == Thinking::On;
     let batch = args.batch_size as usize;
-    let answers = answer_all(model, tok, &questions, system, thinking, opts, batch)?;
+    let answers = answer_all(model, tok, &questions, thinking, opts, batch)?;
     let mut lines = String::new();
     for a in &answers {
         lines.push_str(&serde_json::to_string(a)?);

@@ -3,9 +3,9 @@
 //! inference_lora.py: official template with the system prompt, `generate`, decode with special
 //! tokens skipped. Streams to a terminal, or prints one JSON object per prompt with `--json`.
 //! The model/sampling flags are shared with `chat` (`cli::args`).
-use super::args::{self, ModelArgs, PromptArgs, SamplingArgs};
+use super::args::{self, ModelArgs, PromptArgs, RowArgs, SamplingArgs};
 use crate::data::tokenizer::QwenTokenizer;
-use crate::infer::text::{prompt_ids, Completion, StreamPrinter};
+use crate::infer::text::{chat_prompt_ids, prompt_ids, Completion, StreamPrinter};
 use crate::infer::{generate, generate_stream, Generated};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -19,9 +19,12 @@ pub struct GenerateArgs {
     /// The question to answer
     #[arg(long, required_unless_present_any = ["data", "prompt_ids"], conflicts_with_all = ["data", "prompt_ids"])]
     pub prompt: Option<String>,
-    /// Data file (JSON Lines with `question`): answer its first --limit questions
+    /// Data file (question/think/answer rows or `messages` conversations): answer its first
+    /// --limit questions (a conversation as it stands before its last assistant turn)
     #[arg(long, conflicts_with = "prompt_ids")]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub rows: RowArgs,
     /// Questions taken from --data (the reference predicts the first 3 validation samples)
     #[arg(long, default_value_t = 3)]
     pub limit: usize,
@@ -61,11 +64,18 @@ fn prompts(args: &GenerateArgs, tok: Option<&QwenTokenizer>) -> Result<Vec<Promp
         return Ok(vec![question(q)?]);
     }
     if let Some(path) = &args.data {
-        let (rows, _) = crate::data::rows::read_rows(path, false)?;
+        let (rows, _) = crate::data::rows::read_rows_as(path, &args.rows.row_format(), false)?;
+        let tok = tok.expect("loaded for text prompts");
+        let system = Some(args.template.system.as_str()).filter(|s| !s.is_empty());
         return rows
             .iter()
             .take(args.limit)
-            .map(|r| question(r.question()))
+            .map(|r| {
+                Ok(Prompt {
+                    label: r.question().to_string(),
+                    ids: chat_prompt_ids(tok, &r.prompt(system), think)?,
+                })
+            })
             .collect();
     }
     args.prompt_ids

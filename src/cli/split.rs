@@ -1,8 +1,9 @@
 //! `qwen3-sft split`: the seed's `medical_dataset_splitter.py` with its flags (`--dataset_name
 //! --output_dir --train_ratio --seed`, kebab-case accepted too); the data set comes from the hub
 //! (or `--input`), the split is `data::split`'s.
+use super::args::RowArgs;
 use crate::data::download::{fetch_dataset, DATASET, DATA_FILE};
-use crate::data::rows::read_rows;
+use crate::data::rows::read_rows_as;
 use crate::data::split::{split_rows, write_split};
 use crate::hub::{HubConfig, Source};
 use crate::output;
@@ -41,7 +42,9 @@ pub struct SplitArgs {
     /// A local JSONL/JSON file instead of the hub
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Drop rows without string question/think/answer (and non-JSON lines) instead of failing
+    #[command(flatten)]
+    pub rows: RowArgs,
+    /// Drop invalid rows (missing or non-string fields, bad messages, non-JSON lines) instead of failing
     #[arg(long = "skip-invalid", alias = "skip_invalid")]
     pub skip_invalid: bool,
     /// Replace train.jsonl and val.jsonl when --output_dir already has them
@@ -69,7 +72,8 @@ pub fn run(args: &SplitArgs) -> Result<()> {
             );
         }
     }
-    let (rows, skipped) = read_rows(&input, args.skip_invalid)?;
+    // Rows are checked as training reads them and written back as they are.
+    let (rows, skipped) = read_rows_as(&input, &args.rows.row_format(), args.skip_invalid)?;
     let total = rows.len();
     let (train, val) = split_rows(rows, args.train_ratio, args.seed)?;
     let (tp, vp) = write_split(&args.output_dir, &train, &val)?;

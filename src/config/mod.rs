@@ -5,6 +5,7 @@
 //! two fields. Loading reads the TOML and nothing else: SwanLab's environment and `.netrc` are
 //! resolved when the run starts.
 use crate::data::encode::Template;
+use crate::data::format::{Columns, Format, RowFormat};
 use crate::hub;
 use crate::log::swanlab::SwanlabSettings;
 use crate::model::{lora::Target, DType, DeviceSpec, LoraConfig};
@@ -44,6 +45,22 @@ pub struct DataCfg {
     pub system_prompt: Option<String>,
     /// `tokenizer.json` (or its directory); defaults to the model directory's.
     pub tokenizer: Option<PathBuf>,
+    /// Row layout: `auto` (a `messages` key in the first row), `columns` or `messages`.
+    #[serde(default)]
+    pub format: Format,
+    /// The fields holding question, reasoning and answer (`columns` rows); default: those names.
+    #[serde(default)]
+    pub columns: Columns,
+}
+
+impl DataCfg {
+    /// How the row reader reads the data files.
+    pub fn row_format(&self) -> RowFormat {
+        RowFormat {
+            format: self.format,
+            columns: self.columns.clone(),
+        }
+    }
 }
 
 /// What training changes.
@@ -404,6 +421,10 @@ impl RunConfig {
 
     /// The rules that join two fields (each field's own range is its type's).
     fn validate(&self) -> Result<()> {
+        self.data.columns.validate()?;
+        if self.data.format == Format::Messages && self.data.template == Template::Reference {
+            bail!("data.format = \"messages\" needs data.template = \"qwen3\": the reference template is defined only for question/think/answer rows");
+        }
         let t = &self.train;
         if t.output_dir.as_os_str().is_empty() {
             bail!("train.output_dir is empty: name a directory for the run");

@@ -129,7 +129,7 @@ fn push_turn(out: &mut String, role: &str, content: &str) {
 /// The template's reasoning extraction: `reasoning_content` when given, else the text between
 /// `<think>` and the first `</think>` of the content, whose remainder (after the last `</think>`)
 /// becomes the answer. Python's `split(...)[0]` / `[-1]` and `strip('\n')` semantics.
-fn split_reasoning(m: &Message) -> (&str, &str) {
+pub fn split_reasoning(m: &Message) -> (&str, &str) {
     if let Some(r) = &m.reasoning_content {
         return (r, &m.content);
     }
@@ -153,6 +153,11 @@ fn split_reasoning(m: &Message) -> (&str, &str) {
         .unwrap_or("")
         .trim_start_matches('\n');
     (reasoning, content)
+}
+
+/// Whether a reasoning renders as Qwen3's empty block (the template strips its newlines).
+pub fn no_reasoning(think: &str) -> bool {
+    think.trim_matches('\n').is_empty()
 }
 
 #[cfg(test)]

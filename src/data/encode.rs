@@ -11,11 +11,17 @@
 //!   `enable_thinking=False` renders) and carries no loss, as LLaMA-Factory does since its #7905, so
 //!   a mixed data set teaches both modes and the model never learns to skip thinking on its own.
 //!
+//! A `messages` row (`data::format`) is encoded with `qwen3` only, as trl trains conversations
+//! (`data::conversation`): loss on every assistant turn. `reference` is defined only for
+//! question/think/answer rows, so such a file with it is an error before anything is encoded.
+//!
 //! Both truncate `input_ids` and `labels` to `max_len` (the reference's `MAX_LENGTH = 2048`).
 //! `tests/reference/data_ref.py` encodes the same rows with tiktoken (templates rendered by
 //! transformers) for the parity test.
 use crate::data::chat::{self, Message};
-use crate::data::tokenizer::{QwenTokenizer, ENDOFTEXT};
+use crate::data::conversation::{training_segments, Segment};
+use crate::data::format::{RowFormat, Sample};
+use crate::data::tokenizer::QwenTokenizer;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -134,26 +140,70 @@ impl<'a> Encoder<'a> {
         }
     }
 
-    /// `input_ids` and `labels` of one row.
+    /// `input_ids` and `labels` of one question/think/answer row.
     ///
     /// A row "without reasoning" is one whose `think` is empty once the template strips its newlines.
     pub fn encode(&self, question: &str, think: &str, answer: &str) -> Result<Encoded> {
+        let (prompt, completion) = self.texts(question, think, answer)?;
+        let mut segments = vec![
+            Segment {
+                text: prompt,
+                loss: false,
+            },
+            Segment {
+                text: completion,
+                loss: true,
+            },
+        ];
+        if self.template == Template::Reference {
+            // The reference appends the id of `<|endoftext|>`; its text tokenizes to that id alone.
+            segments.push(Segment {
+                text: "<|endoftext|>".into(),
+                loss: true,
+            });
+        }
+        self.tokens(&segments)
+    }
+
+    /// `input_ids` and `labels` of a conversation: loss on every assistant turn (`qwen3` only; the
+    /// conversation's own system message, `system` is not added).
+    pub fn encode_messages(&self, messages: &[Message]) -> Result<Encoded> {
+        if self.template == Template::Reference {
+            bail!("{REFERENCE_ROWS}");
+        }
+        self.tokens(&training_segments(messages)?)
+    }
+
+    /// A row of either layout.
+    pub fn encode_sample(&self, sample: &Sample) -> Result<Encoded> {
+        match sample {
+            Sample::Turn {
+                question,
+                think,
+                answer,
+            } => self.encode(question, think, answer),
+            Sample::Messages(m) => self.encode_messages(m),
+        }
+    }
+
+    /// Tokenizes each segment on its own (every boundary sits next to a special token, or after
+    /// the empty think block, so this is how the whole text tokenizes) and truncates.
+    fn tokens(&self, segments: &[Segment]) -> Result<Encoded> {
         if self.max_len == 0 {
             bail!("max_len must be at least 1");
         }
-        let (prompt, completion) = self.texts(question, think, answer)?;
-        let p = self.tok.encode(&prompt).context("tokenizing the prompt")?;
-        let mut c = self
-            .tok
-            .encode(&completion)
-            .context("tokenizing the response")?;
-        if self.template == Template::Reference {
-            c.push(ENDOFTEXT);
+        let (mut input_ids, mut labels) = (Vec::new(), Vec::new());
+        for s in segments {
+            let what = if s.loss { "the response" } else { "the prompt" };
+            let ids = self
+                .tok
+                .encode(&s.text)
+                .with_context(|| format!("tokenizing {what}"))?;
+            for t in ids {
+                input_ids.push(t as i64);
+                labels.push(if s.loss { t as i64 } else { IGNORE_INDEX });
+            }
         }
-        let mut input_ids: Vec<i64> = p.iter().chain(&c).map(|&t| t as i64).collect();
-        let mut labels: Vec<i64> = std::iter::repeat_n(IGNORE_INDEX, p.len())
-            .chain(c.iter().map(|&t| t as i64))
-            .collect();
         let full_len = input_ids.len();
         input_ids.truncate(self.max_len);
         labels.truncate(self.max_len);
@@ -177,20 +227,39 @@ impl<'a> Encoder<'a> {
     }
 }
 
-/// Whether a row's `think` renders as Qwen3's empty block (the template strips its newlines).
-pub fn no_reasoning(think: &str) -> bool {
-    think.trim_matches('\n').is_empty()
+pub use crate::data::chat::no_reasoning;
+
+/// Why `reference` cannot encode a conversation.
+pub const REFERENCE_ROWS: &str = "`messages` rows need template \"qwen3\": the \"reference\" template (the seed's process_func) is defined only for question/think/answer rows";
+
+/// Fails when `template` cannot encode `rows` (the reference template and conversations), before
+/// anything is encoded.
+pub fn check_template(template: Template, rows: &[crate::data::rows::Row]) -> Result<()> {
+    let messages = rows
+        .iter()
+        .any(|r| matches!(r.sample(), Sample::Messages(_)));
+    if template == Template::Reference && messages {
+        bail!("{REFERENCE_ROWS}");
+    }
+    Ok(())
 }
 
-/// Reads and encodes a data file with `encoder`; reports truncated samples and drops those left
-/// without a single label token (nothing to learn from them). `what` names the set in the report.
-pub fn encode_file(encoder: &Encoder, path: &std::path::Path, what: &str) -> Result<Vec<Encoded>> {
-    let (rows, _) = crate::data::rows::read_rows(path, false)?;
+/// Reads (as `fmt` says) and encodes a data file with `encoder`; reports truncated samples and
+/// drops those left without a single label token (nothing to learn from them). `what` names the
+/// set in the report.
+pub fn encode_file(
+    encoder: &Encoder,
+    path: &std::path::Path,
+    fmt: &RowFormat,
+    what: &str,
+) -> Result<Vec<Encoded>> {
+    let (rows, _) = crate::data::rows::read_rows_as(path, fmt, false)?;
+    check_template(encoder.template, &rows).with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::with_capacity(rows.len());
     let (mut truncated, mut empty) = (0, 0);
     for r in &rows {
         let e = encoder
-            .encode(r.question(), r.think(), r.answer())
+            .encode_sample(r.sample())
             .with_context(|| format!("{}:{}: cannot encode", path.display(), r.line()))?;
         truncated += e.truncated() as usize;
         if label_count(&e.labels) == 0 {

@@ -1,8 +1,11 @@
-//! Data: reading and splitting the data set, encoding samples with a chat template, batching.
+//! Data: reading (question/think/answer columns or `messages` conversations) and splitting the data set, encoding samples with a chat template, batching.
 pub mod batch;
 pub mod chat;
+pub mod conversation;
 pub mod download;
 pub mod encode;
+pub mod format;
+pub mod messages;
 pub mod pyjson;
 pub mod pyrandom;
 pub mod rows;

@@ -1,62 +1,80 @@
 //! Reading a data file (JSON Lines, or one JSON array) into rows that keep every original field in
-//! its original order, checking that `question`, `think` and `answer` are strings. This is what the
-//! reference does with `json.loads` per line before `process_func` reads those three columns; here
-//! a bad row is an error naming the file and line unless the caller asked to skip such rows.
+//! its original order, each checked against the file's layout (`data::format`): three string
+//! columns (`question`, `think`, `answer` unless `[data] columns` names others) or a `messages`
+//! conversation. This is what the reference does with `json.loads` per line before `process_func`
+//! reads its columns; here a bad row is an error naming the file, the line and the field (the
+//! file's name for it, and the config key that mapped it) unless the caller asked to skip such rows.
 
+use super::chat::Message;
+pub use super::format::RowError;
+use super::format::{kind, Columns, Format, RowFormat, Sample};
 use anyhow::{bail, Context, Result};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::fmt;
 use std::path::Path;
 
-/// The fields every row must have, as strings (the reference's `process_func` reads exactly these).
-pub const REQUIRED: [&str; 3] = ["question", "think", "answer"];
-
-/// One data row: all of its fields (key order kept), known to have string `question`/`think`/`answer`.
+/// One data row: all of its fields (key order kept) and what they hold, checked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     fields: Map<String, Value>,
     line: usize,
+    sample: Sample,
+}
+
+/// The layout a file was found to have (`Format::Auto` resolved).
+#[derive(Clone, Copy, Debug)]
+enum Layout<'a> {
+    Columns(&'a Columns),
+    Messages,
 }
 
 impl Row {
-    /// Checks the required fields; the error says which field is wrong and how.
-    pub fn new(value: Value, line: usize) -> std::result::Result<Row, RowError> {
+    /// Checks the row's fields for `layout`; the error says which field is wrong and how.
+    fn checked(value: Value, line: usize, layout: Layout) -> std::result::Result<Row, RowError> {
         let fields = match value {
             Value::Object(m) => m,
             other => return Err(RowError::NotObject(kind(&other))),
         };
-        for key in REQUIRED {
-            match fields.get(key) {
-                None => return Err(RowError::Missing(key)),
-                Some(Value::String(_)) => {}
-                Some(other) => return Err(RowError::NotString(key, kind(other))),
-            }
-        }
-        Ok(Row { fields, line })
+        let sample = match layout {
+            Layout::Messages => Sample::Messages(super::messages::conversation(&fields)?),
+            Layout::Columns(c) => columns(&fields, c)?,
+        };
+        Ok(Row {
+            fields,
+            line,
+            sample,
+        })
     }
 
-    fn text(&self, key: &str) -> &str {
-        // `new` checked that every REQUIRED key holds a string, and the map is never mutated.
-        self.fields
-            .get(key)
-            .and_then(Value::as_str)
-            .expect("checked in Row::new")
+    /// What the row holds.
+    pub fn sample(&self) -> &Sample {
+        &self.sample
     }
 
-    /// The user's question (the prompt).
+    /// The question shown beside a prediction: a conversation's last user turn before its last
+    /// assistant turn (empty when there is none).
     pub fn question(&self) -> &str {
-        self.text("question")
+        match &self.sample {
+            Sample::Turn { question, .. } => question,
+            Sample::Messages(m) => prompt_of(m)
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map_or("", |m| m.content.as_str()),
+        }
     }
 
-    /// The reasoning, placed inside `<think>...</think>`.
-    pub fn think(&self) -> &str {
-        self.text("think")
-    }
-
-    /// The final answer after the reasoning.
-    pub fn answer(&self) -> &str {
-        self.text("answer")
+    /// The messages a model answers for this row: `system` (if any) and the question, or a
+    /// conversation as it is up to its last assistant turn (its own system message, if any).
+    pub fn prompt(&self, system: Option<&str>) -> Vec<Message> {
+        match &self.sample {
+            Sample::Turn { question, .. } => {
+                let mut m: Vec<Message> = system.map(Message::system).into_iter().collect();
+                m.push(Message::user(question));
+                m
+            }
+            Sample::Messages(m) => prompt_of(m).to_vec(),
+        }
     }
 
     /// Every field of the row, in the file's key order.
@@ -70,45 +88,58 @@ impl Row {
     }
 }
 
-/// Why a row was rejected.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RowError {
-    NotObject(&'static str),
-    Missing(&'static str),
-    NotString(&'static str, &'static str),
-    Json(String),
-    Utf8,
+/// The messages before the last assistant turn (`messages` always has one: checked at read).
+fn prompt_of(m: &[Message]) -> &[Message] {
+    let last = m
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .unwrap_or(m.len());
+    &m[..last]
 }
 
-impl fmt::Display for RowError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RowError::NotObject(k) => write!(f, "row is {k}, expected a JSON object"),
-            RowError::Missing(key) => write!(f, "field `{key}` is missing"),
-            RowError::NotString(key, k) => write!(f, "field `{key}` is {k}, expected a string"),
-            RowError::Json(e) => write!(f, "not valid JSON ({e})"),
-            RowError::Utf8 => write!(f, "not valid UTF-8"),
+/// The three parts of a column row, under the names `c` maps them to.
+fn columns(fields: &Map<String, Value>, c: &Columns) -> std::result::Result<Sample, RowError> {
+    let mut parts = Vec::with_capacity(3);
+    for (key, name) in c.named() {
+        // The config key is named only when it renames the field: `think` needs no gloss.
+        let mapped = (key != name).then_some(key);
+        match fields.get(name) {
+            None => return Err(RowError::Missing(name.to_string(), mapped)),
+            Some(Value::String(s)) => parts.push(s.clone()),
+            Some(other) => return Err(RowError::NotString(name.to_string(), mapped, kind(other))),
         }
     }
+    let [question, think, answer]: [String; 3] = parts.try_into().expect("three columns");
+    Ok(Sample::Turn {
+        question,
+        think,
+        answer,
+    })
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// `read_rows_as` with the default layout: `auto`, default column names.
+pub fn read_rows(path: &Path, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
+    read_rows_as(path, &RowFormat::default(), skip_invalid)
+}
+
+/// What a valid row of `layout` needs, for the error about a file without any.
+fn needs(layout: Option<Layout>) -> String {
+    match layout {
+        Some(Layout::Messages) => "a `messages` array with an assistant turn".into(),
+        Some(Layout::Columns(c)) => {
+            format!("string fields {}, {}, {}", c.question, c.think, c.answer)
+        }
+        None => "a JSON object".into(),
     }
 }
 
-/// Reads `path` into rows. A file whose first non-blank character is `[` (and whose name does not
-/// end in `.jsonl`) is read as one JSON array; anything else as JSON Lines (blank lines ignored,
-/// as the reference's `if line.strip()` does). With `skip_invalid`, bad rows are dropped and counted (the second
-/// value); without, the first bad row is an error `file:line: what (use --skip-invalid ...)`.
-/// A file without any valid row is an error either way.
-pub fn read_rows(path: &Path, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
+/// Reads `path` into rows of `fmt`. A file whose first non-blank character is `[` (and whose name
+/// does not end in `.jsonl`) is read as one JSON array; anything else as JSON Lines (blank lines
+/// ignored, as the reference's `if line.strip()` does). `Format::Auto` decides once per file, on
+/// its first JSON object: `messages` if it has that key, else columns. With `skip_invalid`, bad
+/// rows are dropped and counted (the second value); without, the first bad row is an error
+/// `file:line: what (use --skip-invalid ...)`. A file without any valid row is an error either way.
+pub fn read_rows_as(path: &Path, fmt: &RowFormat, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
@@ -117,12 +148,29 @@ pub fn read_rows(path: &Path, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
     let array = !jsonl && first == Some(&b'[');
+    let mut layout = match fmt.format {
+        Format::Columns => Some(Layout::Columns(&fmt.columns)),
+        Format::Messages => Some(Layout::Messages),
+        Format::Auto => None,
+    };
     let mut rows = Vec::new();
     let mut skipped = 0usize;
     let mut seen = 0usize;
     let mut take = |line: usize, value: std::result::Result<Value, RowError>| -> Result<()> {
         seen += 1;
-        match value.and_then(|v| Row::new(v, line)) {
+        let checked = value.and_then(|v| {
+            let l = match (layout, v.as_object()) {
+                (Some(l), _) => l,
+                // Only an object decides `auto`; anything else is a bad row in either layout.
+                (None, None) => Layout::Columns(&fmt.columns),
+                (None, Some(o)) => *layout.insert(match o.contains_key("messages") {
+                    true => Layout::Messages,
+                    false => Layout::Columns(&fmt.columns),
+                }),
+            };
+            Row::checked(v, line, l)
+        });
+        match checked {
             Ok(row) => rows.push(row),
             Err(_) if skip_invalid => skipped += 1,
             Err(e) => bail!(
@@ -148,14 +196,15 @@ pub fn read_rows(path: &Path, skip_invalid: bool) -> Result<(Vec<Row>, usize)> {
     }
     if seen == 0 {
         bail!(
-            "{}: no rows (the file is empty; expected JSON Lines with question/think/answer)",
+            "{}: no rows (the file is empty; expected JSON Lines with question/think/answer or messages)",
             path.display()
         );
     }
     if rows.is_empty() {
         bail!(
-            "{}: none of its {seen} rows is valid (each needs string fields question, think, answer)",
-            path.display()
+            "{}: none of its {seen} rows is valid (each needs {})",
+            path.display(),
+            needs(layout)
         );
     }
     Ok((rows, skipped))

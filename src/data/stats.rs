@@ -52,7 +52,8 @@ pub fn summarize(samples: &[(usize, usize, usize)], max_length: usize) -> Result
     })
 }
 
-/// Encodes every row with `template` (the reference's system prompt) and summarizes the lengths.
+/// Encodes every row with `template` (the reference's system prompt for question/think/answer
+/// rows; a conversation as it is) and summarizes the lengths.
 pub fn measure(
     rows: &[Row],
     tok: &QwenTokenizer,
@@ -64,7 +65,7 @@ pub fn measure(
     let mut samples = Vec::with_capacity(rows.len());
     for r in rows {
         let e = enc
-            .encode(r.question(), r.think(), r.answer())
+            .encode_sample(r.sample())
             .map_err(|e| e.context(format!("encoding the row at line {}", r.line())))?;
         samples.push((e.full_len, e.input_ids.len(), e.label_tokens()));
     }

@@ -6,7 +6,10 @@
 //! `answers.jsonl`; [`Totals`] are plain sums so that ranks can add theirs.
 use super::generate::{generate, GenOptions, Generated, Stop};
 use super::score::{Scorer, Scores};
-use super::text::{prompt_ids, split_think};
+use super::text::{chat_prompt_ids, split_think};
+use crate::data::chat::{split_reasoning, Message};
+use crate::data::format::Sample;
+use crate::data::rows::Row;
 use crate::data::tokenizer::{QwenTokenizer, END_THINK};
 use crate::model::Model;
 use anyhow::Result;
@@ -15,11 +18,33 @@ use serde::Serialize;
 /// What Qwen3's template pre-fills as the assistant's reasoning when thinking is off.
 pub const EMPTY_THINK: &str = "<think>\n\n</think>\n\n";
 
-/// One validation question with the reference reasoning and answer.
-pub struct Question<'a> {
-    pub question: &'a str,
-    pub think: &'a str,
-    pub answer: &'a str,
+/// One validation question: the messages the model answers, the question shown beside the
+/// answer, and the reference reasoning and answer (a conversation's last assistant turn).
+pub struct Question {
+    pub prompt: Vec<Message>,
+    pub question: String,
+    pub think: String,
+    pub answer: String,
+}
+
+impl Question {
+    /// `row` as the model is asked it; `system` applies to question/think/answer rows.
+    pub fn of(row: &Row, system: Option<&str>) -> Question {
+        let (think, answer) = match row.sample() {
+            Sample::Turn { think, answer, .. } => (think.clone(), answer.clone()),
+            Sample::Messages(m) => {
+                let last = m.iter().rev().find(|m| m.role == "assistant");
+                let (t, a) = last.map_or(("", ""), split_reasoning);
+                (t.to_string(), a.to_string())
+            }
+        };
+        Question {
+            prompt: row.prompt(system),
+            question: row.question().to_string(),
+            think,
+            answer,
+        }
+    }
 }
 
 /// One line of `answers.jsonl`.
@@ -92,13 +117,13 @@ pub fn judge(
     let ids: Vec<u32> = g.token_ids.iter().map(|&t| t as u32).collect();
     let text = format!("{prefill}{}", tok.decode(&ids, true)?);
     let (think, answer) = split_think(&text);
-    let s: Scores = scorer.score(&answer, q.answer);
+    let s: Scores = scorer.score(&answer, &q.answer);
     let thinks = text.trim_start().starts_with("<think>") && prefill.is_empty();
     let (think_tokens, answer_tokens) = token_split(&g.token_ids, eos, thinks);
     Ok(Answer {
-        question: q.question.into(),
-        reference_think: q.think.into(),
-        reference_answer: q.answer.into(),
+        question: q.question.clone(),
+        reference_think: q.think.clone(),
+        reference_answer: q.answer.clone(),
         closed: text.contains("</think>"),
         format_ok: format_ok(&text),
         think,
@@ -120,7 +145,6 @@ pub fn answer_all(
     model: &Model,
     tok: &QwenTokenizer,
     questions: &[Question],
-    system: Option<&str>,
     thinking: bool,
     opts: &GenOptions,
     batch: usize,
@@ -131,7 +155,7 @@ pub fn answer_all(
     for chunk in questions.chunks(batch.max(1)) {
         let prompts = chunk
             .iter()
-            .map(|q| prompt_ids(tok, system, q.question, (!thinking).then_some(false)))
+            .map(|q| chat_prompt_ids(tok, &q.prompt, (!thinking).then_some(false)))
             .collect::<Result<Vec<_>>>()?;
         for (q, g) in chunk.iter().zip(generate(model, &prompts, opts)?) {
             out.push(judge(tok, &scorer, q, &g, prefill, &opts.eos)?);

@@ -7,7 +7,7 @@
 use super::dist::World;
 use crate::config::RunConfig;
 use crate::data::encode::SYSTEM_PROMPT;
-use crate::data::rows::read_rows;
+use crate::data::rows::read_rows_as;
 use crate::data::tokenizer::{QwenTokenizer, ENDOFTEXT, IM_END};
 use crate::infer::quality::{answer_all, Answer, Question, Totals};
 use crate::infer::{GenOptions, GenerationConfig};
@@ -39,20 +39,16 @@ pub fn eval_generate(
     let Some(val) = cfg.data.val_file.as_ref().filter(|_| n > 0) else {
         return Ok(None);
     };
-    let (rows, _) = read_rows(val, false)?;
+    let (rows, _) = read_rows_as(val, &cfg.data.row_format(), false)?;
+    let system = cfg.data.system_prompt.as_deref().unwrap_or(SYSTEM_PROMPT);
+    let system = Some(system).filter(|s| !s.is_empty());
     let questions: Vec<Question> = rows
         .iter()
         .take(n)
         .skip(world.rank)
         .step_by(world.size)
-        .map(|r| Question {
-            question: r.question(),
-            think: r.think(),
-            answer: r.answer(),
-        })
+        .map(|r| Question::of(r, system))
         .collect();
-    let system = cfg.data.system_prompt.as_deref().unwrap_or(SYSTEM_PROMPT);
-    let system = Some(system).filter(|s| !s.is_empty());
     // decoding as the seed's `model.generate` does: the model's generation config (a Qwen3
     // release's for random presets), seeded by the run's seed, so reruns answer alike
     let gen = match base_dir {
@@ -67,7 +63,7 @@ pub fn eval_generate(
     opts.seed = cfg.train.seed as u64;
     let answers: Vec<Answer> = match questions.is_empty() {
         true => vec![],
-        false => answer_all(model, tok, &questions, system, true, &opts, BATCH)?,
+        false => answer_all(model, tok, &questions, true, &opts, BATCH)?,
     };
     let totals = world.sum(&Totals::of(&answers).0)?;
     let totals = Totals(totals.try_into().expect("nine sums"));

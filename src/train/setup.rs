@@ -22,9 +22,10 @@ pub fn encode_sets(cfg: &RunConfig, tok: &QwenTokenizer) -> Result<(Vec<Encoded>
         system: Some(system.to_string()),
         max_len: cfg.data.max_length.tokens(),
     };
-    let train_set = encode_file(&encoder, &cfg.data.train_file, "train")?;
+    let fmt = cfg.data.row_format();
+    let train_set = encode_file(&encoder, &cfg.data.train_file, &fmt, "train")?;
     let val_set = match &cfg.data.val_file {
-        Some(f) => encode_file(&encoder, f, "val")?,
+        Some(f) => encode_file(&encoder, f, &fmt, "val")?,
         None => vec![],
     };
     if let (Some(f), true) = (&cfg.data.val_file, val_set.is_empty()) {

