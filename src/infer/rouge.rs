@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 
-use super::score::py_space;
 
 /// `[rouge-1 f, rouge-2 f, rouge-l f]` of `hyp` against `refr`. Both must hold a non-whitespace
 /// character (eval_bleu_rouge.py checks; rouge-chinese raises otherwise).
@@ -138,6 +137,12 @@ fn break_after(
         }
     }
     out
+}
+
+/// Python's `str.isspace()`: Unicode White_Space plus the ASCII separators U+001C–U+001F, which
+/// `str.split()` / `str.rstrip()` also treat as whitespace (Rust's `char::is_whitespace` does not).
+pub(crate) fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 #[cfg(test)]

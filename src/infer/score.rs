@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use jieba_rs::Jieba;
 
-use super::rouge;
+use super::rouge::{self, py_space};
 
 /// One sample's scores, or their mean, in percent (0–100) as LLaMA-Factory reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -123,12 +123,6 @@ pub fn mean(scores: &[Scores]) -> Scores {
         rouge2: avg(|s| s.rouge2),
         rouge_l: avg(|s| s.rouge_l),
     }
-}
-
-/// Python's `str.isspace()`: Unicode White_Space plus the ASCII separators U+001C–U+001F, which
-/// `str.split()` / `str.rstrip()` also treat as whitespace (Rust's `char::is_whitespace` does not).
-pub(crate) fn py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// Whether Python's `text.split()` is non-empty.
