@@ -60,9 +60,9 @@ fn training_run_is_read_and_synced_by_the_sdk() {
         ])
         .args([
             "--set",
-            "train.predictions=2",
+            "train.eval_generate=2",
             "--set",
-            "train.prediction_max_new_tokens=6",
+            "train.eval_generate_max_new_tokens=6",
         ])
         .args([
             "--set",
@@ -138,12 +138,12 @@ fn training_run_is_read_and_synced_by_the_sdk() {
             "{k:?}: {got} vs {v}"
         );
     }
-    assert!(
-        logged.keys().any(|(k, _)| k == "eval/loss")
-            && logged.keys().any(|(k, _)| k == "train/grad_norm")
-    );
+    for key in ["eval/loss", "train/grad_norm", "eval/format_rate", "eval/rougeL"] {
+        assert!(logged.keys().any(|(k, _)| k == key), "{key} not logged");
+    }
+    // two answers at each of the two evaluations (steps 2 and 4)
     let texts: Vec<&Value> = sdk["media"].as_object().unwrap().values().collect();
-    assert_eq!(texts.len(), 2, "two Prediction texts: {}", sdk["media"]);
+    assert_eq!(texts.len(), 4, "four Prediction texts: {}", sdk["media"]);
     assert!(texts
         .iter()
         .all(|t| t["text"].as_str().unwrap().starts_with("Question: ")));
