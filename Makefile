@@ -68,20 +68,12 @@ swanlab-golden: pydeps
 # krisfu/delicate_medical_r1_data from ModelScope into its cache (MODELSCOPE_DOMAIN moves the host;
 # without network it fails with a one-line message), writes data/train.jsonl and data/val.jsonl.
 .PHONY: split golden-split
-# The first command to try: offline, CPU, a few minutes. A small random-init Qwen3 with the real
-# Qwen3 tokenizer, fine-tuned (full, then LoRA) on the committed sample; losses, loss.png, a final
-# model, and one answer from it.
+# The first command to try: offline, CPU, about 7 minutes. A small random-init Qwen3 with the real
+# Qwen3 tokenizer learns the R1 layout from the committed sample: answer quality before and after,
+# the loss plot, one streamed answer (scripts/demo.sh).
 DEMO_Q ?= 孩子发烧到38.5度，需要马上吃退烧药吗？
 demo: $(BIN) tokenizer
-	@echo "== 1/4 split the committed sample into data/demo/{train,val}.jsonl (the seed's shuffle)"
-	$(BIN) split --input data/sample/r1_data_example.jsonl --output_dir data/demo --train_ratio 0.85 --seed 42 --overwrite
-	@echo "== 2/4 full fine-tuning of a small random-init Qwen3 -> runs/demo-full"
-	$(BIN) train --config configs/demo-cpu.toml --overwrite
-	@echo "== 3/4 LoRA fine-tuning of the same model -> runs/demo-lora"
-	$(BIN) train --config configs/demo-cpu.toml --set train.method=lora --set train.output_dir=runs/demo-lora --overwrite
-	@echo "== 4/4 an answer from runs/demo-full/final (noise: 96 samples cannot teach a random model)"
-	$(BIN) generate --model runs/demo-full/final --prompt "$(DEMO_Q)" --greedy --max-new-tokens 64
-	@echo "== done: losses in runs/demo-*/metrics.jsonl and loss.png, models in runs/demo-*/final"
+	@BIN=$(BIN) DEMO_Q="$(DEMO_Q)" scripts/demo.sh
 
 # The seed's recipe on Qwen3-1.7B (run `make split` first; a GPU is expected). NPROC=N trains on
 # N GPUs of this machine through the venv's torchrun (batch size and accumulation are per rank;

@@ -138,7 +138,12 @@ fn training_run_is_read_and_synced_by_the_sdk() {
             "{k:?}: {got} vs {v}"
         );
     }
-    for key in ["eval/loss", "train/grad_norm", "eval/format_rate", "eval/rougeL"] {
+    for key in [
+        "eval/loss",
+        "train/grad_norm",
+        "eval/format_rate",
+        "eval/rougeL",
+    ] {
         assert!(logged.keys().any(|(k, _)| k == key), "{key} not logged");
     }
     // two answers at each of the two evaluations (steps 2 and 4)

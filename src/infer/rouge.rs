@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 
-
 /// `[rouge-1 f, rouge-2 f, rouge-l f]` of `hyp` against `refr`. Both must hold a non-whitespace
 /// character (eval_bleu_rouge.py checks; rouge-chinese raises otherwise).
 pub(crate) fn f_scores(hyp: &str, refr: &str) -> [f64; 3] {

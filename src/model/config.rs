@@ -147,13 +147,16 @@ impl Config {
 /// Shapes for `random:<preset>` models: the released sizes (random weights, for memory and speed
 /// measurements) and small ones for demos and tests; all with Qwen3's vocabulary.
 pub fn preset(name: &str) -> Result<Config> {
-    // (hidden, intermediate, layers, heads, kv heads, head_dim)
-    let (c, i, l, h, kv, d) = match name {
-        "tiny" => (64, 192, 2, 4, 2, 32),
-        "demo" => (256, 768, 4, 8, 4, 32),
-        "0.6b" => (1024, 3072, 28, 16, 8, 128),
-        "1.7b" => (2048, 6144, 28, 16, 8, 128),
-        "4b" => (2560, 9728, 36, 32, 8, 128),
+    // (hidden, intermediate, layers, heads, kv heads, head_dim, tied head). The demo's head is
+    // its own, as Qwen3-4B's and larger: a small tied model starts out repeating its input token
+    // (the logit of the current token is its embedding's squared norm) and takes many epochs to
+    // unlearn it; untied, it learns the answer's layout within the demo's minutes.
+    let (c, i, l, h, kv, d, tied) = match name {
+        "tiny" => (64, 192, 2, 4, 2, 32, true),
+        "demo" => (128, 384, 4, 4, 2, 32, false),
+        "0.6b" => (1024, 3072, 28, 16, 8, 128, true),
+        "1.7b" => (2048, 6144, 28, 16, 8, 128, true),
+        "4b" => (2560, 9728, 36, 32, 8, 128, false),
         other => bail!("unknown model preset `random:{other}` (tiny, demo, 0.6b, 1.7b, 4b)"),
     };
     Config::from_json(serde_json::json!({
@@ -161,7 +164,7 @@ pub fn preset(name: &str) -> Result<Config> {
         "hidden_size": c, "intermediate_size": i, "num_hidden_layers": l, "num_attention_heads": h,
         "num_key_value_heads": kv, "head_dim": d, "hidden_act": "silu", "rms_norm_eps": 1e-6,
         "rope_parameters": {"rope_theta": 1_000_000.0, "rope_type": "default"},
-        "max_position_embeddings": 40960, "tie_word_embeddings": true, "attention_bias": false,
+        "max_position_embeddings": 40960, "tie_word_embeddings": tied, "attention_bias": false,
         "use_sliding_window": false, "bos_token_id": 151643, "eos_token_id": 151645, "dtype": "bfloat16",
     }))
 }
