@@ -34,7 +34,10 @@ fn sample(name: &str) -> PathBuf {
 }
 
 fn err_of(text: &str, fmt: &RowFormat, skip: bool) -> (PathBuf, String) {
-    let p = tmp("err").join("train.jsonl");
+    // a directory per call: tests run in parallel and each call rewrites its file
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let p = tmp(&format!("err{n}")).join("train.jsonl");
     std::fs::write(&p, text).unwrap();
     let e = read_rows_as(&p, fmt, skip).expect_err("a bad row must fail");
     (p, format!("{e:#}"))
