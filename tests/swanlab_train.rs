@@ -153,7 +153,7 @@ fn training_run_is_read_and_synced_by_the_sdk() {
         .iter()
         .all(|t| t["text"].as_str().unwrap().starts_with("Question: ")));
     assert_eq!(
-        sdk["config_values"]["train"]["lr"], "0.002",
+        sdk["config_values"]["train"]["lr"], "0.003",
         "config: {}",
         sdk["config_values"]
     );
