@@ -2,6 +2,7 @@
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod host;
 pub mod hub;
 pub mod infer;
 pub mod log;

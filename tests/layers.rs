@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 fn rank(top: &str) -> usize {
     match top {
-        "hub" | "output" => 0,
+        "hub" | "host" | "output" => 0,
         "model" => 1,
         "data" => 2,
         "infer" | "log" => 3,

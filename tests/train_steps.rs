@@ -28,6 +28,7 @@ fn recompute_equals_plain_backward() {
     let labels = Tensor::from_slice(&[-100i64, 17, 42, 99, 7, 300, -100, -100, 3, 8, -100, -100])
         .view([2, 6]);
     let shifted = loss::shift_labels(&labels);
+    let (rows, targets) = loss::label_rows(&shifted);
     let grads = |lora: Option<&LoraConfig>, plan: Option<Vec<bool>>| {
         let m = Model::load(&dir, Kind::Float, Device::Cpu, lora).unwrap();
         let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
@@ -47,7 +48,7 @@ fn recompute_equals_plain_backward() {
                     &m.net,
                     &ids,
                     Some(&padding),
-                    &shifted,
+                    (&rows, &targets),
                     0.1,
                     p,
                     7,
@@ -111,7 +112,7 @@ fn recompute_equals_plain_backward() {
 /// process because libtorch's bf16 GEMM on CPUs without AVX-512 BF16 is a slow reference kernel.
 #[test]
 fn bf16_follows_fp32() {
-    use qwen3_sft::train::optim::{clip_grad_norm, linear_lr, AdamW};
+    use qwen3_sft::train::optim::{clip_grad_norm, linear_lr, AdamW, MomentDtype};
     let _rng = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = root().join("tests/golden/parity/tied");
     // 5 steps: the parity model (it carries signal) learns the 4 sequences from a loss of 8.1 to
@@ -122,13 +123,14 @@ fn bf16_follows_fp32() {
         let m = Model::load(&dir, kind, Device::Cpu, None).unwrap();
         let mut params: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut opt = AdamW::new(params, (0.9, 0.999), 1e-8, 0.0, true);
+        let mut opt = AdamW::new(params, (0.9, 0.999), 1e-8, 0.0, MomentDtype::Fp32);
         let plan = recompute::plan(m.net.layers.len(), true, None);
         tch::manual_seed(11);
         // a small fixed "language": 4 sequences the model can learn to predict
         let ids = Tensor::randint(384, [4, 24], (Kind::Int64, Device::Cpu));
         let shifted = loss::shift_labels(&ids);
         let n = shifted.ne(loss::IGNORE).sum(Kind::Int64).double_value(&[]);
+        let (rows, targets) = loss::label_rows(&shifted);
         let mut head = loss::ChunkedLoss::new(64);
         (0..steps)
             .map(|step| {
@@ -136,13 +138,15 @@ fn bf16_follows_fp32() {
                     &m.net,
                     &ids,
                     None,
-                    &shifted,
+                    (&rows, &targets),
                     1.0 / n,
                     &plan,
                     step,
                     &mut head,
                     &mut |_| {},
-                ) / n;
+                )
+                .double_value(&[])
+                    / n;
                 clip_grad_norm(&opt.params, 1.0);
                 opt.step(linear_lr(1e-2, step, 0, steps));
                 opt.zero_grad();

@@ -15,6 +15,11 @@ pub struct Batch {
     pub labels: Tensor,
     /// Label tokens after the causal shift (what the loss is averaged over).
     pub label_tokens: i64,
+    /// `(N)` flat positions (into `B * T`) scored after the causal shift, and `(N)` their
+    /// targets: found here on the host, so the loss needs no `nonzero` (a device-to-host wait on
+    /// CUDA) to find them.
+    pub target_rows: Tensor,
+    pub target_ids: Tensor,
     pub tokens: i64,
 }
 
@@ -26,7 +31,6 @@ pub fn collate(samples: &[(&[i64], &[i64])], device: Device) -> Batch {
         vec![0i64; b * t],
         vec![IGNORE_INDEX; b * t],
     );
-    let mut label_tokens = 0;
     let mut tokens = 0;
     for (i, (s_ids, s_labels)) in samples.iter().enumerate() {
         ids[i * t..i * t + s_ids.len()].copy_from_slice(s_ids);
@@ -34,9 +38,21 @@ pub fn collate(samples: &[(&[i64], &[i64])], device: Device) -> Batch {
         mask[i * t..i * t + s_ids.len()]
             .iter_mut()
             .for_each(|m| *m = 1);
-        label_tokens += label_count(s_labels);
         tokens += s_ids.len() as i64;
     }
+    // position p is scored on the label at p + 1 of the same row (the shift of `shift_labels`)
+    let (mut rows, mut targets) = (vec![], vec![]);
+    for (p, &l) in labels.iter().enumerate() {
+        if p % t != 0 && l != IGNORE_INDEX {
+            rows.push(p as i64 - 1);
+            targets.push(l);
+        }
+    }
+    let label_tokens = rows.len() as i64;
+    debug_assert_eq!(
+        label_tokens,
+        samples.iter().map(|(_, l)| label_count(l)).sum::<i64>()
+    );
     let shape = [b as i64, t as i64];
     let to = |v: &[i64]| Tensor::from_slice(v).view(shape).to_device(device);
     let padded = tokens < (b * t) as i64;
@@ -45,6 +61,8 @@ pub fn collate(samples: &[(&[i64], &[i64])], device: Device) -> Batch {
         padding: padded.then(|| to(&mask)),
         labels: to(&labels),
         label_tokens,
+        target_rows: Tensor::from_slice(&rows).to_device(device),
+        target_ids: Tensor::from_slice(&targets).to_device(device),
         tokens,
     }
 }

@@ -142,6 +142,14 @@ struct Batch {
 }
 
 impl Batch {
+    /// The padding mask, when some row is padded (`Mask::new` wants `None` otherwise).
+    fn padding(&self) -> Option<Tensor> {
+        self.pads
+            .iter()
+            .any(|&p| p > 0)
+            .then(|| self.mask.shallow_clone())
+    }
+
     /// Keeps `keep` (row indices) and trims padding columns no remaining row needs.
     fn retain(&mut self, keep: &[usize]) {
         let idx = Tensor::from_slice(&keep.iter().map(|&r| r as i64).collect::<Vec<_>>())
@@ -219,9 +227,14 @@ fn run(
         seq_pos: positions.shallow_clone(),
     };
     let hidden = if opts.use_cache {
-        net.forward_cached(&ids, Some(&batch.mask), Some(&positions), &mut batch.cache)
+        net.forward_cached(
+            &ids,
+            batch.padding().as_ref(),
+            Some(&positions),
+            &mut batch.cache,
+        )
     } else {
-        net.forward(&ids, Some(&batch.mask), Some(&positions), false)
+        net.forward(&ids, batch.padding().as_ref(), Some(&positions), false)
     };
     let mut logits = last_logits(net, &hidden);
 
@@ -286,11 +299,21 @@ fn run(
         batch.next_pos = &batch.next_pos + 1;
         batch.mask = Tensor::cat(&[&batch.mask, &batch.mask.ones_like().narrow(1, 0, 1)], 1);
         let hidden = if opts.use_cache {
-            net.forward_cached(&tokens, Some(&batch.mask), Some(&pos), &mut batch.cache)
+            net.forward_cached(
+                &tokens,
+                batch.padding().as_ref(),
+                Some(&pos),
+                &mut batch.cache,
+            )
         } else {
             batch.seq = Tensor::cat(&[&batch.seq, &tokens], 1);
             batch.seq_pos = Tensor::cat(&[&batch.seq_pos, &pos], 1);
-            net.forward(&batch.seq, Some(&batch.mask), Some(&batch.seq_pos), false)
+            net.forward(
+                &batch.seq,
+                batch.padding().as_ref(),
+                Some(&batch.seq_pos),
+                false,
+            )
         };
         logits = last_logits(net, &hidden);
     }

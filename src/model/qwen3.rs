@@ -75,8 +75,9 @@ impl Mask {
     /// From a `(B, Tk)` padding mask (1 = token, 0 = pad) for `tq` queries that follow `past`
     /// cached positions. A query may always see itself, so rows of left padding are not empty
     /// (an all-masked row would make SDPA return NaN); their outputs are never used.
+    /// Callers pass `None` when nothing is padded (they know it on the host; looking at the mask
+    /// here would make the host wait for the device on every forward).
     pub fn new(padding: Option<&Tensor>, tq: i64, past: i64) -> Mask {
-        let padding = padding.filter(|p| Tensor::ne(p, 0).all().int64_value(&[]) == 0);
         match (padding, past, tq) {
             (None, 0, _) => return Mask::Causal,
             (None, _, 1) => return Mask::Full,

@@ -106,29 +106,33 @@ impl ChunkedLoss {
     /// log-softmax. Numerics follow transformers: logits in the activation dtype upcast to fp32,
     /// the gradient cast back to the activation dtype for the two matrix products (what autograd
     /// does through `.float()`).
+    ///
+    /// `idx (N)` are the flat positions scored and `targets (N)` their labels (from `collate`,
+    /// found on the host). The loss stays on the device: reading it per micro-batch would make the
+    /// host wait for each micro-batch's work on a GPU.
     pub fn backward(
         &mut self,
         hidden: &Tensor,
         head: &Tensor,
-        shifted: &Tensor,
+        idx: &Tensor,
+        targets: &Tensor,
         scale: f64,
-    ) -> (f64, Tensor) {
+    ) -> (Tensor, Tensor) {
         let chunk = self.chunk;
         let (b, t, c) = hidden.size3().unwrap();
         let (kind, dev) = (hidden.kind(), hidden.device());
         let vocab = head.size()[0];
-        let (idx, targets) = label_rows(shifted);
         let n = idx.size()[0];
         let grad = Tensor::zeros([b * t, c], (kind, dev)); // (B*T, C)
+        let mut total = Tensor::zeros([], (Kind::Float, dev));
         if n == 0 {
-            return (0.0, grad.view([b, t, c]));
+            return (total, grad.view([b, t, c]));
         }
         let head_grad = head.requires_grad().then(|| grad_of(head));
         tch::no_grad(|| {
             let rows = hidden.detach().reshape([-1, c]).index_select(0, &idx); // (N, C)
             let grad_rows = Tensor::empty([n, c], (kind, dev)); // (N, C)
             let (low, f32) = self.buffers(chunk.min(n), vocab, kind, dev);
-            let mut total = 0.0;
             let mut start = 0;
             while start < n {
                 let len = chunk.min(n - start);
@@ -146,7 +150,7 @@ impl ChunkedLoss {
                 let _ = z.g_sub_(&max).exp_();
                 let sum = z.sum_dim_intlist(1, true, Kind::Float); // (n, 1)
                 let lse = sum.log() + max;
-                total += (lse - target).sum(Kind::Float).double_value(&[]);
+                let _ = total.g_add_(&(lse - target).sum(Kind::Float));
                 let _ = z.g_div_(&(sum / scale)); // scale * softmax
                 let _ =
                     z.scatter_add_(1, &tgt, &Tensor::full([len, 1], -scale, (Kind::Float, dev)));

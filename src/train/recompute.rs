@@ -42,20 +42,22 @@ pub fn plan(total: usize, gradient_checkpointing: bool, n: Option<i64>) -> Vec<b
 }
 
 /// Runs forward and backward for one micro-batch, accumulating `scale * d(loss_sum)/d(param)`
-/// into every trainable parameter's grad. Returns the summed token loss. `ready` is told when
-/// each part's gradients are final (the tail, each layer run, the embedding), in that order.
+/// into every trainable parameter's grad. `targets`: the flat positions scored and their labels
+/// (`Batch::target_rows`, `Batch::target_ids`). Returns the summed token loss, on the device (no
+/// read of it here: see `crate::host`). `ready` is told when each part's gradients are final (the
+/// tail, each layer run, the embedding), in that order.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     net: &Qwen3,
     ids: &Tensor,
     padding: Option<&Tensor>,
-    shifted_labels: &Tensor,
+    targets: (&Tensor, &Tensor),
     scale: f64,
     recompute: &[bool],
     seed: i64,
     loss: &mut loss::ChunkedLoss,
     ready: &mut dyn FnMut(Ready),
-) -> f64 {
+) -> Tensor {
     let rope = net.rope(ids, None, 0);
     let mask = Mask::new(padding, ids.size()[1], 0);
     let mut h = tch::no_grad(|| net.embed(ids)); // (B, T, C)
@@ -88,7 +90,8 @@ pub fn forward_backward(
     // Tail: final norm, then the chunked head as its own boundary.
     let tail_in = h.detach().set_requires_grad(true);
     let hidden = net.norm.forward(&tail_in);
-    let (loss_sum, g_hidden) = loss.backward(&hidden, net.head_weight(), shifted_labels, scale);
+    let (rows, ids_next) = targets;
+    let (loss_sum, g_hidden) = loss.backward(&hidden, net.head_weight(), rows, ids_next, scale);
     let kind = hidden.kind();
     (hidden * g_hidden).sum(kind).backward();
     ready(Ready::Tail);

@@ -163,7 +163,7 @@ impl World {
             .to_kind(Kind::Double)
             .to_device(self.device);
         g.all_reduce(&t)?.wait().with_context(|| self.lost())?;
-        Ok(Vec::<f64>::try_from(&t.to_device(tch::Device::Cpu))?)
+        Ok(crate::host::values(&t))
     }
 
     /// Whether any rank says `yes` (a signal that reached only some ranks stops them all).

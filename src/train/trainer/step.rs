@@ -4,10 +4,12 @@
 use super::Trainer;
 use crate::config::ZeroStage;
 use crate::data::batch::{collate, epoch_batches};
+use crate::host;
 use crate::train::dist::zero::Sync;
-use crate::train::{checkpoint, loss, optim, recompute};
+use crate::train::{checkpoint, optim, recompute};
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
+use tch::{Kind, Tensor};
 
 impl Trainer<'_> {
     /// The next accumulation window's batches (sample indices) for all ranks, moving to the next
@@ -48,8 +50,16 @@ impl Trainer<'_> {
         let t = &self.cfg.train;
         let started = Instant::now();
         let window = self.next_window();
-        let (loss_sum, labels, tokens, mine) = self.accumulate(&window)?;
-        let step_loss = loss_sum / labels.max(1) as f64;
+        let (loss_sum, labels, mine) = self.accumulate(&window)?;
+        // the step's one device-to-host read: this rank's loss and squared gradient norm together
+        let grads = optim::grads(&self.opt.params);
+        let read = host::values(&Tensor::stack(&[loss_sum, optim::squared_norm(&grads)], 0));
+        let sharded = self.sync.as_ref().is_some_and(Sync::sharded);
+        // each rank holds a shard of the gradients under ZeRO, else all of them
+        let local = if sharded { read[1] } else { 0.0 };
+        let all = self.world.sum(&[read[0], mine as f64, local])?;
+        let (tokens, squared) = (all[1] as i64, if sharded { all[2] } else { read[1] });
+        let step_loss = all[0] / labels.max(1) as f64;
         if !step_loss.is_finite() {
             self.opt.zero_grad();
             let last = checkpoint::list(&t.output_dir)
@@ -60,11 +70,6 @@ impl Trainer<'_> {
                 self.state.global_step + 1,
                 last.unwrap_or_else(|| "none yet".into())
             );
-        }
-        let grads = optim::grads(&self.opt.params);
-        let mut squared = optim::squared_norm(&grads);
-        if self.sync.as_ref().is_some_and(Sync::sharded) {
-            squared = self.world.sum(&[squared])?[0]; // each rank holds a shard
         }
         let grad_norm = squared.sqrt();
         optim::clip_to(&grads, grad_norm, t.max_grad_norm.get());
@@ -107,9 +112,9 @@ impl Trainer<'_> {
     /// Forward and backward over this rank's part of one accumulation window: batches
     /// `rank * accum ..` of it. The loss is normalised by the label tokens of the whole window
     /// over all ranks (transformers' `num_items_in_batch`), not per micro-batch or per rank.
-    /// Returns the window's (loss sum, label tokens, tokens) over all ranks, and this rank's
-    /// tokens.
-    fn accumulate(&mut self, window: &[Vec<usize>]) -> Result<(f64, i64, i64, i64)> {
+    /// Returns this rank's loss sum (on the device), the window's label tokens over all ranks,
+    /// and this rank's tokens.
+    fn accumulate(&mut self, window: &[Vec<usize>]) -> Result<(Tensor, i64, i64)> {
         let t = &self.cfg.train;
         let net = &self.opened.model.net;
         let device = self.opened.model.device();
@@ -136,7 +141,7 @@ impl Trainer<'_> {
             .is_some_and(|s| s.stage() == ZeroStage::Gradients);
         let rounds = if every { accum } else { mine.len().max(1) };
         let (step, group) = (self.state.global_step, self.world.group());
-        let mut loss_sum = 0.0;
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut failed = None;
         for round in 0..rounds {
             // this round's gradients are reduced when final: every round for ZeRO-2, else the last
@@ -147,7 +152,6 @@ impl Trainer<'_> {
                 }
             };
             if let Some(b) = mine.get(round) {
-                let shifted = loss::shift_labels(&b.labels);
                 // dropout masks are a function of (seed, step, micro-batch of the whole window):
                 // a resumed run replays them, and any world size draws the same ones
                 let micro = (first + round) as i64;
@@ -156,7 +160,7 @@ impl Trainer<'_> {
                     net,
                     &b.ids,
                     b.padding.as_ref(),
-                    &shifted,
+                    (&b.target_rows, &b.target_ids),
                     scale,
                     &self.recompute,
                     seed,
@@ -172,7 +176,6 @@ impl Trainer<'_> {
             }
         }
         let tokens: i64 = mine.iter().map(|b| b.tokens).sum();
-        let all = self.world.sum(&[loss_sum, tokens as f64])?;
-        Ok((all[0], labels, all[1] as i64, tokens))
+        Ok((loss_sum, labels, tokens))
     }
 }
