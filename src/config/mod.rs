@@ -86,9 +86,13 @@ impl std::fmt::Display for Method {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimStateDtype {
+    /// bf16 (stochastically rounded) for bf16 parameters, fp32 for fp32 ones.
+    Auto,
     /// fp32 moments whatever the parameter dtype (8 bytes per trainable parameter).
     Fp32,
-    /// The parameter's dtype, as torch keeps them.
+    /// bf16 moments, stochastically rounded after an fp32 update (4 bytes per parameter).
+    Bf16,
+    /// The parameter's dtype with torch's op-by-op rounding, as the Trainer keeps them.
     Param,
 }
 
@@ -308,7 +312,7 @@ fn d_seed() -> i64 {
     42
 }
 fn d_optim_dtype() -> OptimStateDtype {
-    OptimStateDtype::Fp32
+    OptimStateDtype::Auto
 }
 fn d_betas() -> [Fraction; 2] {
     [Fraction(0.9), Fraction(0.999)]

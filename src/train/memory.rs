@@ -3,6 +3,7 @@
 //! chunked loss head, and the runtime's own footprint. The activation terms count the tensors
 //! autograd keeps per token and layer in `model::qwen3`; `make memcheck` compares the total with
 //! the measured peak RSS of real steps on CPU (see README, "Memory").
+use crate::config::OptimStateDtype;
 use crate::model::{Config, LoraConfig};
 use tch::{Device, Kind};
 
@@ -51,7 +52,8 @@ pub struct Plan<'a> {
     pub cfg: &'a Config,
     pub kind: Kind,
     pub lora: Option<&'a LoraConfig>,
-    pub fp32_state: bool,
+    /// AdamW's moments (`train.optim_state_dtype`).
+    pub moments: OptimStateDtype,
     pub tokens: i64,
     pub recomputed_layers: i64,
     pub chunk: i64,
@@ -121,10 +123,14 @@ pub fn estimate(p: &Plan) -> Budget {
         params * b
     };
     let trainable = if p.lora.is_some() { adapter } else { params };
-    let state_bytes = if p.fp32_state || p.lora.is_some() {
-        8.0
-    } else {
-        2.0 * b
+    // two moments per trainable parameter; LoRA's adapters are fp32
+    let param_bytes = if p.lora.is_some() { 4.0 } else { b };
+    let state_bytes = match p.moments {
+        OptimStateDtype::Fp32 => 8.0,
+        OptimStateDtype::Bf16 => 4.0,
+        OptimStateDtype::Param => 2.0 * param_bytes,
+        OptimStateDtype::Auto if param_bytes == 2.0 => 4.0,
+        OptimStateDtype::Auto => 8.0,
     };
     let n = p.tokens as f64;
     let layers = cfg.num_hidden_layers as f64;
@@ -205,7 +211,7 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         cfg: &shape,
         kind: cfg.model.dtype.kind(),
         lora: lora.as_ref(),
-        fp32_state: t.optim_state_dtype == crate::config::OptimStateDtype::Fp32,
+        moments: t.optim_state_dtype,
         tokens,
         recomputed_layers: recomputed as i64,
         chunk: t.loss_chunk.get(),

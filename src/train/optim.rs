@@ -1,14 +1,29 @@
 //! AdamW (torch.optim.AdamW's update, transformers Trainer's defaults), global-norm gradient
 //! clipping and the linear schedule with warmup (`get_linear_schedule_with_warmup`).
 //!
-//! Moments are kept in fp32 by default even for bf16 weights: with lr 1e-4 and bf16's 8-bit
-//! mantissa, bf16 moments lose most small gradients' contribution (v underflows to coarse steps),
-//! which is what torch does when the model itself is bf16 (`optim_state_dtype = "param"` restores
-//! that behaviour for like-for-like comparisons). The update is computed in fp32 and rounded once
-//! into the weight. Cost: 8 bytes per trainable parameter.
+//! The moments' dtype (`train.optim_state_dtype`): fp32 (8 bytes per trainable parameter), or bf16
+//! rounded stochastically (4 bytes; the default for bf16 weights), or the parameter's own dtype
+//! with torch's op-by-op rounding (`param`, for like-for-like comparisons with the Trainer). With
+//! lr 1e-4 and bf16's 8-bit mantissa, round-to-nearest bf16 moments lose most small gradients'
+//! contribution (`v` stops moving); stochastic rounding keeps them right on average. The update
+//! is computed in fp32 and rounded once into the weight: on CPU in one pass
+//! (`adamw_kernel.rs`), elsewhere with libtorch ops that compute the same values.
+use super::adamw_kernel::{self as kernel, Hyper};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+
+/// How AdamW keeps its moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MomentDtype {
+    /// bf16 (as `Bf16`) for bf16 parameters, fp32 for the others.
+    Auto,
+    Fp32,
+    /// bf16, rounded stochastically after the fp32 update.
+    Bf16,
+    /// The parameter's dtype, each op rounded as torch's `_single_tensor_adamw` does.
+    Param,
+}
 
 /// Elements updated at once. The slice temporaries (4 MB in fp32) stay under glibc's largest
 /// mmap threshold (32 MB), so after the first slice they are reused from the heap instead of being
@@ -25,6 +40,8 @@ pub struct Param {
     grad: Option<Tensor>,
     m: Tensor,
     v: Tensor,
+    /// Hash of the name: the stochastic rounding's stream for this parameter.
+    key: u32,
 }
 
 impl Param {
@@ -45,6 +62,9 @@ pub struct AdamW {
     pub betas: (f64, f64),
     pub eps: f64,
     pub weight_decay: f64,
+    pub moments: MomentDtype,
+    /// Use the one-pass CPU kernel where it applies (tests turn it off to compare).
+    pub kernel: bool,
     /// Optimizer steps taken (torch's `state['step']`).
     pub step: i64,
 }
@@ -57,10 +77,10 @@ impl AdamW {
         betas: (f64, f64),
         eps: f64,
         weight_decay: f64,
-        fp32_state: bool,
+        moments: MomentDtype,
     ) -> Self {
         let parts = params.into_iter().map(|(n, t)| (n, t, 0, None)).collect();
-        Self::over(parts, betas, eps, weight_decay, fp32_state)
+        Self::over(parts, betas, eps, weight_decay, moments)
     }
 
     /// AdamW over parts of parameters: (name, weight view, offset in the parameter, gradient).
@@ -69,20 +89,24 @@ impl AdamW {
         betas: (f64, f64),
         eps: f64,
         weight_decay: f64,
-        fp32_state: bool,
+        moments: MomentDtype,
     ) -> Self {
         let params = parts
             .into_iter()
             .map(|(name, tensor, offset, grad)| {
-                let kind = if fp32_state {
-                    Kind::Float
-                } else {
-                    tensor.kind()
+                let kind = match moments {
+                    MomentDtype::Fp32 => Kind::Float,
+                    MomentDtype::Bf16 => Kind::BFloat16,
+                    MomentDtype::Param => tensor.kind(),
+                    MomentDtype::Auto if tensor.kind() == Kind::BFloat16 => Kind::BFloat16,
+                    MomentDtype::Auto => Kind::Float,
                 };
                 let m = Tensor::zeros(tensor.size(), (kind, tensor.device()));
                 let v = Tensor::zeros(tensor.size(), (kind, tensor.device()));
                 let decay = !name.contains("norm") && !name.ends_with(".bias");
+                let key = name_key(&name);
                 Param {
+                    key,
                     name,
                     tensor,
                     decay,
@@ -98,6 +122,8 @@ impl AdamW {
             betas,
             eps,
             weight_decay,
+            moments,
+            kernel: true,
             step: 0,
         }
     }
@@ -105,50 +131,41 @@ impl AdamW {
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
         let (b1, b2) = self.betas;
-        let bc1 = 1.0 - b1.powi(self.step as i32);
-        let bc2_sqrt = (1.0 - b2.powi(self.step as i32)).sqrt();
-        let decay = 1.0 - lr * self.weight_decay;
+        let h = Hyper {
+            decay: 1.0,
+            w1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            w2: (1.0 - b2) as f32,
+            eps: self.eps as f32,
+            step_size: (lr / (1.0 - b1.powi(self.step as i32))) as f32,
+            bc2_sqrt: (1.0 - b2.powi(self.step as i32)).sqrt() as f32,
+            key: 0,
+        };
+        let decay = (1.0 - lr * self.weight_decay) as f32;
+        let threads = tch::get_num_threads().max(1) as usize;
+        let step_key = kernel::hash32(self.step as u32 ^ 0x5bd1_e995);
         tch::no_grad(|| {
             for p in &mut self.params {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let rows = p.tensor.size().first().copied().unwrap_or(1).max(1);
-                let per_row = (p.tensor.numel() as i64 / rows).max(1);
-                // Row slices bound the fp32 temporaries (the embedding alone is 1.2 GB in fp32).
-                let step_rows = (SLICE_ELEMS / per_row).max(1);
-                let mut start = 0;
-                while start < rows {
-                    let n = step_rows.min(rows - start);
-                    let slice = |t: &Tensor| {
-                        if t.dim() == 0 {
-                            t.shallow_clone()
-                        } else {
-                            t.narrow(0, start, n)
-                        }
-                    };
-                    // torch's _single_tensor_adamw, in place: decay, moments, then the step
-                    let (mut w, mut m, mut v) = (slice(&p.tensor), slice(&p.m), slice(&p.v));
-                    let g = slice(&g).to_kind(m.kind()); // no copy when the kinds agree
-                    let mut w32 = if w.kind() == Kind::Float {
-                        w.shallow_clone()
+                let h = Hyper {
+                    decay: if p.decay && self.weight_decay > 0.0 {
+                        decay
                     } else {
-                        w.to_kind(Kind::Float)
-                    };
-                    if p.decay && self.weight_decay > 0.0 {
-                        let _ = w32.g_mul_scalar_(decay);
-                    }
-                    let _ = m.lerp_(&g, 1.0 - b1);
-                    let _ = v.g_mul_scalar_(b2).addcmul_(&g, &(&g * (1.0 - b2)));
-                    let mut step = v.sqrt(); // becomes the denominator, then the step
-                    let _ = step.g_div_scalar_(bc2_sqrt).g_add_scalar_(self.eps);
-                    let _ = m.div_out(&step, &step).g_mul_scalar_(lr / bc1);
-                    let _ = w32.g_sub_(&step);
-                    if w.kind() != Kind::Float {
-                        w.copy_(&w32);
-                    }
-                    start += n;
+                        1.0
+                    },
+                    key: kernel::hash32(p.key ^ step_key),
+                    ..h
+                };
+                let fused = self.moments != MomentDtype::Param
+                    && self.kernel
+                    && kernel::supports(&p.tensor, &g, &p.m, &p.v);
+                if fused {
+                    kernel::step(&p.tensor, &g, &p.m, &p.v, p.offset, h, threads);
+                } else {
+                    update_by_ops(p, &g, h, self.moments);
                 }
             }
         });
@@ -216,6 +233,130 @@ impl AdamW {
     }
 }
 
+/// The update of `p` with libtorch ops (any device; on CPU where the kernel does not apply, or
+/// for `Param` moments): the kernel's formula op by op, each op in the moments' dtype for `Param`
+/// (torch's `_single_tensor_adamw`), else in fp32 with bf16 moments rounded by `sr_bits`.
+fn update_by_ops(p: &Param, g: &Tensor, h: Hyper, moments: MomentDtype) {
+    let rows = p.tensor.size().first().copied().unwrap_or(1).max(1);
+    let per_row = (p.tensor.numel() as i64 / rows).max(1);
+    // Row slices bound the fp32 temporaries on CPU (the embedding alone is 1.2 GB in fp32); on a
+    // GPU the caching allocator reuses them and whole tensors launch fewer kernels.
+    let step_rows = match p.tensor.device() {
+        Device::Cpu => (SLICE_ELEMS / per_row).max(1),
+        _ => rows,
+    };
+    let mut start = 0;
+    while start < rows {
+        let n = step_rows.min(rows - start);
+        let slice = |t: &Tensor| {
+            if t.dim() == 0 {
+                t.shallow_clone()
+            } else {
+                t.narrow(0, start, n)
+            }
+        };
+        let (mut w, mut m, mut v) = (slice(&p.tensor), slice(&p.m), slice(&p.v));
+        let math = if moments == MomentDtype::Param {
+            m.kind()
+        } else {
+            Kind::Float
+        };
+        let g = slice(g).to_kind(math); // no copy when the kinds agree
+        let up = |t: &Tensor| {
+            if t.kind() == math {
+                t.shallow_clone()
+            } else {
+                t.to_kind(math)
+            }
+        };
+        let (mut m32, mut v32) = (up(&m), up(&v));
+        // the weight's update is always formed in fp32 and rounded once (`addcdiv_`'s opmath)
+        let mut w32 = if w.kind() == Kind::Float {
+            w.shallow_clone()
+        } else {
+            w.to_kind(Kind::Float)
+        };
+        if h.decay != 1.0 {
+            let _ = w32.g_mul_scalar_(h.decay as f64);
+        }
+        let _ = m32.lerp_(&g, h.w1 as f64);
+        let _ = v32
+            .g_mul_scalar_(h.b2 as f64)
+            .addcmul_(&(&g * h.w2 as f64), &g);
+        let mut step = v32.sqrt(); // becomes the denominator, then the step
+        let _ = step
+            .g_div_scalar_(h.bc2_sqrt as f64)
+            .g_add_scalar_(h.eps as f64);
+        let _ = m32.div_out(&step, &step).g_mul_scalar_(-h.step_size as f64);
+        let _ = w32.g_add_(&step);
+        if w.kind() != w32.kind() {
+            w.copy_(&w32);
+        }
+        if m.kind() != m32.kind() {
+            let first = p.offset + start * per_row;
+            let bits =
+                sr_bits(h.key, first, m32.numel() as i64, m32.device()).view(m32.size().as_slice());
+            m.copy_(&round_stochastic(&m32, &bits.bitwise_and(0xFFFF)));
+            v.copy_(&round_stochastic(
+                &v32,
+                &bits.bitwise_right_shift_tensor_scalar(16),
+            ));
+        }
+        start += n;
+    }
+}
+
+/// `adamw_kernel::hash32` on int64 tensors holding u32 values (multiplications split so that no
+/// product leaves int64).
+fn hash32_ops(x: &Tensor) -> Tensor {
+    let mul = |x: &Tensor, c: i64| {
+        let (lo, hi) = (c & 0xFFFF, c >> 16);
+        (x * lo
+            + ((x * hi)
+                .bitwise_and(0xFFFF)
+                .bitwise_left_shift_tensor_scalar(16)))
+        .bitwise_and(U32)
+    };
+    let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16));
+    let x = mul(&x, 0x7feb_352d);
+    let x = x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(15));
+    let x = mul(&x, 0x846c_a68b);
+    x.bitwise_xor_tensor(&x.bitwise_right_shift_tensor_scalar(16))
+}
+
+const U32: i64 = 0xFFFF_FFFF;
+
+/// `adamw_kernel::sr_bits` for elements `first..first + n`, as int64 `(n)`.
+pub fn sr_bits(key: u32, first: i64, n: i64, dev: Device) -> Tensor {
+    let idx = Tensor::arange_start(first, first + n, (Kind::Int64, dev)).bitwise_and(U32);
+    hash32_ops(&hash32_ops(&idx).bitwise_xor(key as i64))
+}
+
+/// fp32 `x` rounded to bf16 with the 16 random bits `r` (int64) added below the kept bits.
+pub fn round_stochastic(x: &Tensor, r: &Tensor) -> Tensor {
+    let bits = x
+        .view_dtype(Kind::Int)
+        .to_kind(Kind::Int64)
+        .bitwise_and(U32);
+    let kept = (bits + r.bitwise_and(0xFFFF)).bitwise_and(0xFFFF_0000); // mod 2^32, low half cleared
+    let signed = &kept
+        - kept
+            .bitwise_right_shift_tensor_scalar(31)
+            .bitwise_left_shift_tensor_scalar(32);
+    signed
+        .to_kind(Kind::Int)
+        .view_dtype(Kind::Float)
+        .to_kind(Kind::BFloat16) // exact: low half 0
+}
+
+/// The hash of a parameter's name (FNV-1a), so its rounding stream does not depend on the
+/// parameter's position in the list.
+fn name_key(name: &str) -> u32 {
+    name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// The gradients AdamW steps with (for clipping).
 pub fn grads(params: &[Param]) -> Vec<Tensor> {
     params
@@ -225,17 +366,20 @@ pub fn grads(params: &[Param]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Sum of squared per-tensor L2 norms (in fp32, as torch's `clip_grad_norm_` takes them).
-pub fn squared_norm(grads: &[Tensor]) -> f64 {
+/// Sum of squared per-tensor L2 norms (in fp32, as torch's `clip_grad_norm_` takes them), as a
+/// scalar on the device: no read per parameter (see `crate::host`).
+pub fn squared_norm(grads: &[Tensor]) -> Tensor {
     tch::no_grad(|| {
-        grads
+        let Some(first) = grads.first() else {
+            return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+        };
+        // per-tensor norms as torch does (and no squared copy of each gradient)
+        let norms: Vec<Tensor> = grads
             .iter()
-            .map(|g| {
-                // per-tensor norms as torch does (and no squared copy of each gradient)
-                let n = g.norm_scalaropt_dtype(2, Kind::Float).double_value(&[]);
-                n * n
-            })
-            .sum()
+            .map(|g| g.norm_scalaropt_dtype(2, Kind::Float))
+            .collect();
+        let norms = Tensor::stack(&norms, 0).to_device(first.device());
+        norms.square().sum(Kind::Float)
     })
 }
 
@@ -258,7 +402,7 @@ pub fn clip_to(grads: &[Tensor], norm: f64, max_norm: f64) {
 /// Returns the norm before clipping, as the Trainer logs it.
 pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
     let grads = grads(params);
-    let norm = squared_norm(&grads).sqrt();
+    let norm = crate::host::scalar(&squared_norm(&grads)).sqrt();
     clip_to(&grads, norm, max_norm);
     norm
 }

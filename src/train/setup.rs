@@ -3,7 +3,7 @@
 //! synchronisation over ranks), the output directory.
 use super::checkpoint;
 use super::dist::{zero::Sync, World};
-use super::optim::AdamW;
+use super::optim::{AdamW, MomentDtype};
 use crate::config::{Method, OptimStateDtype, RunConfig, ZeroStage};
 use crate::data::encode::{encode_file, Encoded, Encoder, SYSTEM_PROMPT};
 use crate::data::tokenizer::QwenTokenizer;
@@ -116,10 +116,15 @@ pub fn optimizer(
             .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     let betas = (t.adam_betas[0].get(), t.adam_betas[1].get());
-    let fp32 = t.optim_state_dtype == OptimStateDtype::Fp32;
+    let moments = match t.optim_state_dtype {
+        OptimStateDtype::Auto => MomentDtype::Auto,
+        OptimStateDtype::Fp32 => MomentDtype::Fp32,
+        OptimStateDtype::Bf16 => MomentDtype::Bf16,
+        OptimStateDtype::Param => MomentDtype::Param,
+    };
     let (eps, decay) = (t.adam_eps.get(), t.weight_decay.get());
     let Some(group) = world.group() else {
-        return Ok((AdamW::new(params, betas, eps, decay, fp32), None));
+        return Ok((AdamW::new(params, betas, eps, decay, moments), None));
     };
     for (name, p) in &params {
         group
@@ -130,14 +135,14 @@ pub fn optimizer(
     let stage = cfg.distributed.zero_stage;
     let sync = Sync::new(stage, world.rank, world.size, &params);
     let opt = match stage {
-        ZeroStage::Ddp => AdamW::new(params, betas, eps, decay, fp32),
+        ZeroStage::Ddp => AdamW::new(params, betas, eps, decay, moments),
         _ => {
             let parts = sync
                 .pieces()
                 .into_iter()
                 .map(|p| (p.name, p.weight, p.offset, Some(p.grad)))
                 .collect();
-            AdamW::over(parts, betas, eps, decay, fp32)
+            AdamW::over(parts, betas, eps, decay, moments)
         }
     };
     Ok((opt, Some(sync)))
