@@ -3,7 +3,7 @@
 # (transformers Trainer + peft), full and LoRA, same machine, same run (bench/train_bench.py).
 # Environment: STEPS (optimizer steps, default 3), MODEL (0.6b | 1.7b | demo | tiny), DTYPE (bf16 |
 # fp32), THREADS (default: all cores), ONLY (full | lora), OUT (default runs/bench), OMP_WAIT_POLICY
-# (default PASSIVE on both sides; `default` leaves it unset), DECODE=0 to skip
+# (default PASSIVE on both sides; `default` leaves it unset), LENGTHS (short long), DECODE=0 to skip
 # bench/decode.sh's generation numbers (single-prompt decode of the 0.6B shape in bf16).
 # Default: the recipe's Qwen3-0.6B shape in bf16, on CPUs with bf16 matrix units (AVX512-BF16 or
 # AMX). Elsewhere libtorch has no fast bf16 matmul (measured 14x slower than fp32 on an AVX2 EPYC,
@@ -23,10 +23,18 @@ else
   fi
   MODEL=${MODEL:-demo}; DTYPE=${DTYPE:-fp32}
 fi
-args=(--bin "$BIN" --steps "${STEPS:-3}" --model "$MODEL" --dtype "$DTYPE" --out "${OUT:-runs/bench}")
+args=(--bin "$BIN" --steps "${STEPS:-3}" --model "$MODEL" --dtype "$DTYPE" --max-length 1024)
 [ -n "${THREADS:-}" ] && args+=(--threads "$THREADS")
 [ -n "${ONLY:-}" ] && args+=(--only "$ONLY")
-.venv/bin/python bench/train_bench.py "${args[@]}"
+# Both regimes (LENGTHS="short long" by default): the committed sample's rows as they are (median
+# 274 tokens: small GEMMs, elementwise work and the head weigh most) and recipe-length samples (each
+# row run together with the next ones and cut at 1024 tokens: GEMM-heavy, as the real data set).
+for len in ${LENGTHS:-short long}; do
+  echo "== $len samples"
+  extra=(--out "${OUT:-runs/bench}/$len" --model-dir "${OUT:-runs/bench}/model-$MODEL")
+  [ "$len" = long ] && extra+=(--long)
+  .venv/bin/python bench/train_bench.py "${args[@]}" "${extra[@]}"
+done
 if [ "${DECODE:-1}" = 1 ]; then
   echo
   echo "generation (bench/decode.sh):"
