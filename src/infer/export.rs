@@ -150,7 +150,9 @@ fn tensors(m: &Model, outtype: OutType) -> Result<Vec<TensorEntry>> {
             let shape = t.size();
             let ty = if shape.len() <= 1 || name.ends_with("_norm.weight") {
                 GgmlType::F32
-            } else if outtype == OutType::Q8_0 && shape[shape.len() - 1] % 32 != 0 {
+            } else if outtype == OutType::Q8_0
+                && !(shape[shape.len() - 1] as usize).is_multiple_of(32)
+            {
                 GgmlType::F16 // gguf-py's QuantError fallback
             } else {
                 outtype.ggml()

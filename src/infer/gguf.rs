@@ -206,7 +206,7 @@ pub fn encode(t: &Tensor, ty: GgmlType) -> Result<Vec<u8>> {
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            if values.len() % Q8_0_BLOCK != 0 {
+            if !values.len().is_multiple_of(Q8_0_BLOCK) {
                 bail!(
                     "{} values are not a whole number of Q8_0 blocks",
                     values.len()
