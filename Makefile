@@ -36,12 +36,12 @@ test: setup pydeps
 
 # GGUF export against llama.cpp itself (tests/gguf.rs): llama-cpp-python built from its source
 # distribution once (scripts/llama_cpp.sh; cached in .cache/llama-cpp, about 11 minutes on 2
-# cores), then llama.cpp loads our exports and decodes them greedily as we do, and they equal
-# its convert_hf_to_gguf.py's files. .ci/run calls it after the fuzzers when time allows.
+# cores), then llama.cpp loads our exports and decodes them greedily as we do (the llama_cpp_*
+# tests; make test runs the file's other checks). .ci/run calls it after the fuzzers when time allows.
 llama-cpp: setup pydeps
 	@scripts/llama_cpp.sh
 gguf-test: llama-cpp
-	QWEN3_SFT_LIVE=1 $(CARGO) test --test gguf -- --include-ignored --test-threads=2
+	QWEN3_SFT_LIVE=1 $(CARGO) test --test gguf -- --include-ignored --test-threads=2 llama_cpp_
 
 # Coverage-guided fuzzing of the row reader, config loader and safetensors reader (cargo fuzz on
 # the nightly toolchain; FUZZ_SECONDS per target, default 60). CI runs it after `make test`.
