@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 BIN   := target/release/qwen3-sft
 CARGO ?= cargo
 
-.PHONY: setup pydeps tokenizer build test fuzz demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data
+.PHONY: setup pydeps tokenizer build test fuzz demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data gguf-test llama-cpp
 
 setup:
 	@scripts/setup.sh
@@ -29,9 +29,19 @@ tokenizer: .cache/qwen3-tokenizer/tokenizer.json
 
 # The test command (README, .ci/run): the live reference checks (ignored by plain `cargo test`,
 # which counts them as "ignored") run here and are mandatory. Tests derive the Qwen3 tokenizer
-# themselves.
+# themselves. The checks that need llama.cpp built (tests/gguf.rs `llama_cpp_*`) run in gguf-test.
 test: setup pydeps
-	QWEN3_SFT_LIVE=1 $(CARGO) test -- --include-ignored --test-threads=2
+	@scripts/llama_cpp.sh --source
+	QWEN3_SFT_LIVE=1 $(CARGO) test -- --include-ignored --test-threads=2 --skip llama_cpp_
+
+# GGUF export against llama.cpp itself (tests/gguf.rs): llama-cpp-python built from its source
+# distribution once (scripts/llama_cpp.sh; cached in .cache/llama-cpp, about 11 minutes on 2
+# cores), then llama.cpp loads our exports and decodes them greedily as we do (the llama_cpp_*
+# tests; make test runs the file's other checks). .ci/run calls it after the fuzzers when time allows.
+llama-cpp: setup pydeps
+	@scripts/llama_cpp.sh
+gguf-test: llama-cpp
+	QWEN3_SFT_LIVE=1 $(CARGO) test --test gguf -- --include-ignored --test-threads=2 llama_cpp_
 
 # Coverage-guided fuzzing of the row reader, config loader and safetensors reader (cargo fuzz on
 # the nightly toolchain; FUZZ_SECONDS per target, default 60). CI runs it after `make test`.
@@ -108,6 +118,16 @@ infer: $(BIN)
 	$(BIN) generate --model $(FULL) --prompt "$(QUESTION)" $(JSON)
 infer-lora: $(BIN)
 	$(BIN) generate --model "$$($(BIN) download --model $(BASE))" --adapter $(LORA) --prompt "$(QUESTION)" $(JSON)
+
+# A trained model as one GGUF file for llama.cpp, Ollama or LM Studio, a Modelfile beside it:
+# MODEL (a directory; ADAPTER=DIR merges a LoRA run in), OUTTYPE bf16|f16|q8_0, GGUF the file.
+.PHONY: gguf
+MODEL   ?= $(FULL)
+OUTTYPE ?= q8_0
+GGUF    ?= out/model-$(OUTTYPE).gguf
+gguf: $(BIN)
+	@mkdir -p $(dir $(GGUF))
+	$(BIN) export --model $(MODEL) $(if $(ADAPTER),--adapter $(ADAPTER)) --outtype $(OUTTYPE) --output $(GGUF) $(ARGS)
 
 # Training benchmark against the seed's Python stack (transformers Trainer + peft), same machine,
 # same run: tokens/s, peak RSS, loss; full and LoRA. Writes runs/bench/results.md. A benchmark, not

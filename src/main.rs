@@ -38,6 +38,8 @@ enum Cmd {
     Chat(cli::chat::ChatArgs),
     /// Merge a LoRA adapter into its base model and write an HF model directory.
     Merge(cli::merge::MergeArgs),
+    /// Export a model (an adapter merged in) as one GGUF file for llama.cpp/Ollama, Modelfile beside it.
+    Export(cli::export::ExportArgs),
 }
 
 /// Errors print as one line (`error: what: why`), without a backtrace, and exit with status 1.
@@ -61,5 +63,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate(a) => cli::generate::run(&a),
         Cmd::Chat(a) => cli::chat::run(&a),
         Cmd::Merge(a) => cli::merge::run(&a),
+        Cmd::Export(a) => cli::export::run(&a),
     }
 }

@@ -4,6 +4,7 @@
 //! file; train also recognises the files of runs from earlier versions) is replaced only when asked (`--overwrite`);
 //! anything else, and any output inside or above an input, is an error naming the path.
 use anyhow::{bail, Context, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The marker file, holding the kind of output (`train`, `merge`).
@@ -93,7 +94,16 @@ pub fn check_dir(out: &Path, kind: &str, overwrite: bool) -> Result<()> {
 /// crash leaves the old file or the new one, never half of one. An existing `out` is replaced
 /// only with `overwrite`.
 pub fn write_file(out: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    use std::io::Write;
+    write_file_with(out, overwrite, |w| Ok(w.write_all(bytes)?))
+}
+
+/// [`write_file`] with the contents streamed by `write` (a buffered writer on the temporary
+/// file); an error from it removes the temporary file and leaves `out` as it was.
+pub fn write_file_with(
+    out: &Path,
+    overwrite: bool,
+    write: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     if out.exists() && !overwrite {
         bail!(
             "{} exists: pass --overwrite to replace it, or choose another path",
@@ -110,11 +120,15 @@ pub fn write_file(out: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
         name.to_string_lossy(),
         std::process::id()
     ));
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+    let written = (|| -> Result<()> {
+        let f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
+        write(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, out)
+        std::fs::rename(&tmp, out)?;
+        Ok(())
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);

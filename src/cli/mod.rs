@@ -6,6 +6,7 @@ pub mod data;
 pub mod download;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod info;
 pub mod merge;
