@@ -65,7 +65,7 @@ fn step(opt: &mut AdamW8bit, r: &HashMap<String, Tensor>, s: i64) {
         if !grad.defined() {
             (&p.tensor * g).sum(Kind::Float).backward(); // grad = g, exactly
         } else {
-            let _ = grad.copy_(g);
+            grad.copy_(g);
         }
     }
     let lr = r[&format!("lr{s}")].double_value(&[0]);

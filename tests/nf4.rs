@@ -170,9 +170,10 @@ fn golden_blockwise() {
 
 /// Training-mode forward against bnb's (dequantize to bf16, `F.linear`): measured 0.
 const LINEAR_TRAIN: f64 = 0.0;
-/// Eval-mode forward against bnb's fused AVX512-BF16 kernel (another summation order): measured
-/// below.
-const LINEAR_EVAL: f64 = 1e-2;
+/// Eval-mode forward against bnb's fused AVX512-BF16 CPU kernel (`gemv_4bit`, taken under
+/// no_grad in eval mode: it rounds the absmax to bf16 and sums in another order): measured
+/// 4.5e-3 of the output's max. Our forward is the training path everywhere.
+const LINEAR_EVAL: f64 = 8e-3;
 /// The input gradient (bnb: `grad @ dequantize_4bit(W)` in bf16): measured 0.
 const LINEAR_GRAD: f64 = 0.0;
 

@@ -74,7 +74,7 @@ impl Scalars {
             one_minus_b1: (1.0 - b1) as f32,
             b2: b2 as f32,
             one_minus_b2: (1.0 - b2) as f32,
-            decay: (wd > 0.0).then(|| (1.0 - lr * wd) as f32),
+            decay: (wd > 0.0).then_some((1.0 - lr * wd) as f32),
             c2: c2 as f32,
             eps: eps as f32,
             neg_lr_c1: (-lr / c1) as f32,
