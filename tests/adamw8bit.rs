@@ -5,6 +5,14 @@
 //! step. After every step the weights must be bit-identical to bnb's, and so must the state (8-bit
 //! codes, f32 absmax; f32 moments for the small tensors). A checkpoint round trip (safetensors)
 //! mid-run must continue bit for bit.
+//!
+//! Bugs planted in src/train/adamw8bit.rs (then reverted): no first-moment bias correction fails
+//! every parameter's weights (a: 5134 of 5390 at step 4 of the resumed run); an unfused
+//! `v + (1-b2) g g` (torch fuses it) passes step 1 (v starts at 0) and fails from step 2 (b: 549
+//! of 3072 v values, a: 57 weights and 4 absmax2); 8-bit state only above 4096 elements (`<=` for
+//! bnb's `<`) fails on g.weight (exactly 4096) with f32 state where bnb has u8. Found while
+//! writing it: torch's CPU `sqrt` is not IEEE's (an emulation with IEEE sqrt missed 95 of 5390
+//! a-weights at step 1).
 mod common;
 use common::{golden, python, root};
 use qwen3_sft::train::adamw8bit::AdamW8bit;
