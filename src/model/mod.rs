@@ -1,9 +1,12 @@
 //! A Qwen3 model with its parameters: build, random init, load and save in HF and peft layouts.
+pub mod blockwise;
 pub mod cache;
 pub mod config;
 pub mod gemv;
 pub mod lora;
+pub mod nf4;
 pub mod open;
+pub mod quant_io;
 pub mod qwen3;
 pub mod spec;
 pub mod weights;

@@ -2,6 +2,7 @@
 //! other files are its parts (loss head, layer recomputation, AdamW, checkpoints, memory budget,
 //! progress display, evaluation loss and answer quality (`predict`), what a run loads first).
 pub mod adamw_kernel;
+pub mod adamw8bit;
 pub mod checkpoint;
 pub mod dist;
 pub mod eval;

@@ -1,0 +1,212 @@
+//! NF4 4-bit weights as bitsandbytes==0.50.2 makes and uses them on CPU (QLoRA's frozen base):
+//! `quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)`
+//! (bitsandbytes/functional.py, with the pure-torch `quantize_4bit` kernel of
+//! bitsandbytes/backends/default/ops.py that the CPU backend uses), `dequantize_4bit`
+//! (csrc/cpu_ops.cpp `dequantizeBlockwise4bitCpu`) and `bnb.nn.Linear4bit`'s forward in training
+//! mode (bitsandbytes/autograd/_functions.py `MatMul4Bit` -> `gemm_4bit`: dequantize to the
+//! compute dtype, then `F.linear`).
+//!
+//! Quantization is a plain-Rust loop on the CPU, bit-identical to bnb's: per block of 64 the
+//! absmax; each value times the f32 reciprocal of the absmax (the last, partial block is divided
+//! instead, as bnb does), clamped to [-1, 1], takes the NF4 code whose bucket between the f32
+//! midpoints of the table holds it (`torch.bucketize`: a value on a midpoint takes the lower
+//! code). Two codes per byte, element 2i in the high nibble. The absmax ("double quantization")
+//! minus its mean (`offset`) is quantized to 8 bits in blocks of 256 (model/blockwise.rs).
+//! Dequantization is tch ops (any device): `nf4[code] * absmax` in f32, rounded once to the
+//! compute dtype.
+use super::blockwise;
+use tch::{Device, Kind, Tensor};
+
+/// Values per absmax (bnb's `blocksize`; transformers' default for QLoRA).
+pub const BLOCK: usize = 64;
+/// Absmax values per nested absmax (`quantize_blockwise(absmax - offset, blocksize=256)`).
+pub const NESTED_BLOCK: usize = 256;
+
+/// bnb's NF4 table (`get_4bit_type("nf4")`, the f32 values of these doubles): quantiles of
+/// N(0, 1) scaled to [-1, 1], sorted.
+pub const NF4: [f32; 16] = {
+    const F64: [f64; 16] = [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ];
+    let mut out = [0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = F64[i] as f32;
+        i += 1;
+    }
+    out
+};
+
+/// A weight in bnb's NF4 form with nested absmax: what `Params4bit` and its `QuantState` hold.
+pub struct Nf4Weight {
+    /// [ceil(n / 2), 1] u8 (bnb's shape): codes of elements 2i (high nibble) and 2i + 1.
+    pub packed: Tensor,
+    /// [blocks] u8: each 64-block's absmax minus `offset`, 8-bit codes of the signed dynamic map.
+    pub absmax: Tensor,
+    /// [ceil(blocks / 256)] f32: the absmax of each 256-block of centred absmax values.
+    pub nested_absmax: Tensor,
+    /// [256] f32: the signed dynamic map (`nested_quant_map`).
+    pub nested_code: Tensor,
+    /// The mean of the 64-block absmax values (`nested_offset`).
+    pub offset: f32,
+    /// The weight's shape ([out, in] for a linear).
+    pub shape: Vec<i64>,
+    /// The dtype of the weight that was quantized (`quant_state.dtype`).
+    pub dtype: Kind,
+}
+
+/// NF4 codes (one per value, an odd count padded with the code of 0) and per-block absmax of
+/// `x`, as bnb's `quantize_4bit` kernel computes them.
+pub fn quantize_codes(x: &[f32]) -> (Vec<u8>, Vec<f32>) {
+    let bounds: Vec<f32> = NF4.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+    // torch.bucketize(right=False): the number of bounds strictly below the value
+    let code = |s: f32| bounds.partition_point(|&b| b < s) as u8;
+    let full = x.len() / BLOCK * BLOCK;
+    let mut codes = Vec::with_capacity(x.len() + 1);
+    let mut absmax = Vec::with_capacity(x.len().div_ceil(BLOCK));
+    for block in x[..full].chunks(BLOCK) {
+        let am = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let inv = 1.0 / am.max(1e-38); // `A * (1.0 / absmax.clamp(min=1e-38))`
+        codes.extend(block.iter().map(|&v| code((v * inv).clamp(-1.0, 1.0))));
+        absmax.push(am);
+    }
+    if full < x.len() {
+        // the partial block keeps the clamped absmax and is divided, not multiplied
+        let rest = &x[full..];
+        let am = rest.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-38);
+        codes.extend(rest.iter().map(|&v| code((v / am).clamp(-1.0, 1.0))));
+        absmax.push(am);
+    }
+    if codes.len() % 2 == 1 {
+        codes.push(code(0.0));
+    }
+    (codes, absmax)
+}
+
+/// Two codes per byte, the first in the high nibble.
+pub fn pack(codes: &[u8]) -> Vec<u8> {
+    codes.chunks(2).map(|c| (c[0] << 4) | c[1]).collect()
+}
+
+impl Nf4Weight {
+    /// `quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)`; the state
+    /// lives on `w`'s device (the arithmetic runs on the CPU).
+    pub fn quantize(w: &Tensor) -> Self {
+        let device = w.device();
+        let flat = w.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]);
+        let x = Vec::<f32>::try_from(&flat).expect("a CPU f32 tensor");
+        let (codes, absmax) = quantize_codes(&x);
+        // the mean as torch computes it (its summation order), so `offset` is bnb's exactly
+        let offset = Tensor::from_slice(&absmax)
+            .mean(Kind::Float)
+            .double_value(&[]) as f32;
+        let centred: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
+        let q = blockwise::signed();
+        let mut qabs = vec![0u8; centred.len()];
+        let mut nested = vec![0f32; blockwise::blocks(centred.len(), NESTED_BLOCK)];
+        q.quantize(&centred, NESTED_BLOCK, &mut qabs, &mut nested);
+        let packed = pack(&codes);
+        let bytes = packed.len() as i64;
+        Nf4Weight {
+            packed: Tensor::from_slice(&packed)
+                .view([bytes, 1])
+                .to_device(device),
+            absmax: Tensor::from_slice(&qabs).to_device(device),
+            nested_absmax: Tensor::from_slice(&nested).to_device(device),
+            nested_code: Tensor::from_slice(q.code()).to_device(device),
+            offset,
+            shape: w.size(),
+            dtype: w.kind(),
+        }
+    }
+
+    pub fn numel(&self) -> i64 {
+        self.shape.iter().product()
+    }
+
+    pub fn device(&self) -> Device {
+        self.packed.device()
+    }
+
+    /// The f32 absmax of every 64-block: `nested_code[q] * nested_absmax[block / 256] + offset`
+    /// (`dequantize_blockwise` then `absmax += offset`, two f32 roundings).
+    pub fn absmax_f32(&self) -> Tensor {
+        let blocks = self.absmax.size()[0];
+        let nested = self.nested_absmax.size()[0];
+        let vals = self
+            .nested_code
+            .index_select(0, &self.absmax.to_kind(Kind::Int64));
+        // [blocks] -> [nested, 256]: one nested absmax per row
+        let vals = vals.constant_pad_nd([0, nested * NESTED_BLOCK as i64 - blocks]);
+        let vals = vals.view([nested, NESTED_BLOCK as i64]) * self.nested_absmax.unsqueeze(1);
+        vals.view([-1])
+            .narrow(0, 0, blocks)
+            .g_add_scalar(self.offset as f64)
+    }
+
+    /// `dequantize_4bit` into `kind` (bf16 or f32): `nf4[code] * absmax` in f32, rounded once.
+    pub fn dequantize(&self, kind: Kind) -> Tensor {
+        let bytes = self.packed.view([-1]);
+        let hi = bytes.bitwise_right_shift_tensor_scalar(4);
+        let lo = bytes.bitwise_and(15);
+        // [bytes, 2] -> [2 * bytes]: element 2i from the high nibble
+        let codes = Tensor::stack(&[hi, lo], 1).view([-1]).to_kind(Kind::Int64);
+        let table = Tensor::from_slice(&NF4).to_device(self.device());
+        let vals = table.index_select(0, &codes);
+        let absmax = self.absmax_f32();
+        let blocks = absmax.size()[0];
+        let per = BLOCK as i64;
+        // [2 * bytes] -> [blocks, 64]: one absmax per row (the padding is cut off below)
+        let vals = vals.constant_pad_nd([0, blocks * per - vals.size()[0]]);
+        let vals = vals.view([blocks, per]) * absmax.unsqueeze(1);
+        let n = self.numel();
+        vals.view([-1])
+            .narrow(0, 0, n)
+            .view(self.shape.as_slice())
+            .to_kind(kind)
+    }
+}
+
+/// `bnb.nn.Linear4bit` (training mode): a frozen NF4 weight dequantized just in time into the
+/// compute dtype, then `F.linear`; the output in the input's dtype.
+pub struct Linear4bit {
+    pub weight: Nf4Weight,
+    pub bias: Option<Tensor>,
+    pub compute: Kind,
+}
+
+impl Linear4bit {
+    /// Quantizes `weight` ([out, in]); `compute` is `bnb_4bit_compute_dtype`.
+    pub fn new(weight: &Tensor, bias: Option<Tensor>, compute: Kind) -> Self {
+        Linear4bit {
+            weight: Nf4Weight::quantize(weight),
+            bias,
+            compute,
+        }
+    }
+
+    /// The dequantized weight is a temporary: gradients flow to `x` (and the bias), as bnb's
+    /// `MatMul4Bit.backward` (`grad @ dequantize_4bit(W)`), never to the weight.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let w = self.weight.dequantize(self.compute);
+        let bias = self.bias.as_ref().map(|b| b.to_kind(self.compute));
+        x.to_kind(self.compute)
+            .linear(&w, bias.as_ref())
+            .to_kind(x.kind())
+    }
+}

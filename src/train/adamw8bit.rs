@@ -1,0 +1,356 @@
+//! bitsandbytes' `AdamW8bit` (bitsandbytes==0.50.2 on CPU): bitsandbytes/optim/optimizer.py
+//! (`Optimizer2State.init_state`, `update_step`) with the CPU kernels of
+//! bitsandbytes/backends/cpu/ops.py (`_optimizer_update_8bit_blockwise_cpu`,
+//! `_optimizer_update_32bit_cpu`).
+//!
+//! Both moments live as 8-bit codes in blocks of 256 with an f32 absmax per block: m on the
+//! signed dynamic map, v on the unsigned one (model/blockwise.rs). Each step dequantizes a block,
+//! updates it in f32 and quantizes it again. Tensors under `min_8bit_size` (4096) elements keep
+//! f32 moments and take bnb's 32-bit update, whose arithmetic differs (eps scaled by the bias
+//! correction, the step folded into one scalar). Weight decay is decoupled,
+//! `p *= 1 - lr * weight_decay`, applied only to the parameters marked `decay`.
+//!
+//! The arithmetic is plain Rust, element by element in f32, in the order and with the roundings
+//! of the torch ops bnb calls (so the weights and the codes are bit-identical to bnb's): scalars
+//! are computed in f64 as Python does and rounded to f32 as torch does when it applies them;
+//! `add_(x, alpha=a)` is one fused multiply-add, as torch's vectorised CPU kernel computes it.
+//! Blocks are independent, so they update in parallel.
+use crate::model::blockwise::{self, Quantizer};
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use tch::{Device, Kind, Tensor};
+
+/// Values per absmax of the 8-bit moments.
+pub const BLOCK: usize = 256;
+/// bnb's `min_8bit_size`: smaller tensors keep f32 moments.
+pub const MIN_8BIT_SIZE: usize = 4096;
+
+/// A parameter's moments.
+pub enum Moments {
+    /// f32 m and v (tensors under `MIN_8BIT_SIZE`).
+    Full { m: Vec<f32>, v: Vec<f32> },
+    /// 8-bit codes and per-block absmax of m (signed map) and v (unsigned map).
+    Quantized {
+        m: Vec<u8>,
+        v: Vec<u8>,
+        absmax_m: Vec<f32>,
+        absmax_v: Vec<f32>,
+    },
+}
+
+pub struct Param {
+    pub name: String,
+    pub tensor: Tensor,
+    pub decay: bool,
+    pub moments: Moments,
+}
+
+/// The f32 scalars one step applies, derived as bnb derives them (f64, then rounded by torch).
+#[derive(Clone, Copy)]
+struct Scalars {
+    b1: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    decay: Option<f32>,
+    // 8-bit update: p += (-lr / c1) * m / (sqrt(v) / c2 + eps)
+    c2: f32,
+    eps: f32,
+    neg_lr_c1: f32,
+    // 32-bit update: p += (-lr * c2 / c1) * (m / (sqrt(v) + eps * c2))
+    eps_c2: f32,
+    step_size: f32,
+}
+
+impl Scalars {
+    fn new(betas: (f64, f64), eps: f64, lr: f64, wd: f64, step: i64) -> Self {
+        let (b1, b2) = betas;
+        // Python's `beta ** step` is C's pow
+        let c1 = 1.0 - b1.powf(step as f64);
+        let c2 = (1.0 - b2.powf(step as f64)).sqrt();
+        Scalars {
+            b1: b1 as f32,
+            one_minus_b1: (1.0 - b1) as f32,
+            b2: b2 as f32,
+            one_minus_b2: (1.0 - b2) as f32,
+            decay: (wd > 0.0).then_some((1.0 - lr * wd) as f32),
+            c2: c2 as f32,
+            eps: eps as f32,
+            neg_lr_c1: (-lr / c1) as f32,
+            eps_c2: (eps * c2) as f32,
+            step_size: (-lr * c2 / c1) as f32,
+        }
+    }
+
+    /// `m.mul_(b1).add_(g, alpha=1-b1)`; `v.mul_(b2).addcmul_(g, g, value=1-b2)`: torch's CPU
+    /// kernels fuse both into a multiply-add (`fmadd(g, alpha, m)`; `v + (value * g) * g`
+    /// contracted by the compiler); an unfused `v + value * g * g` differs in about 1 of 6
+    /// elements.
+    fn moments(&self, m: &mut f32, v: &mut f32, g: f32) {
+        *m = g.mul_add(self.one_minus_b1, *m * self.b1);
+        *v = (self.one_minus_b2 * g).mul_add(g, *v * self.b2);
+    }
+
+    /// The 8-bit kernel's step: decay, then `p.addcdiv_(m, sqrt(v) / c2 + eps, value=-lr/c1)`
+    /// (`p + (value * m) / denom`, nothing to fuse).
+    fn step_8bit(&self, p: &mut f32, m: f32, root_v: f32, decay: bool) {
+        let denom = root_v / self.c2 + self.eps;
+        if let (Some(d), true) = (self.decay, decay) {
+            *p *= d;
+        }
+        *p += self.neg_lr_c1 * m / denom;
+    }
+
+    /// The 32-bit kernel's step: decay, then `p.add_(m / (sqrt(v) + eps * c2), alpha=step)`.
+    fn step_32bit(&self, p: &mut f32, m: f32, root_v: f32, decay: bool) {
+        if let (Some(d), true) = (self.decay, decay) {
+            *p *= d;
+        }
+        let update = m / (root_v + self.eps_c2);
+        *p = update.mul_add(self.step_size, *p);
+    }
+}
+
+/// `v.sqrt()` as torch computes it on the CPU: its vectorised sqrt is not IEEE's correctly rounded
+/// one (34 of 300 step-1 values differ by an ulp from `f32::sqrt` here), so it comes from libtorch.
+fn torch_sqrt(v: &[f32]) -> Vec<f32> {
+    Vec::<f32>::try_from(&Tensor::from_slice(v).sqrt()).expect("a CPU f32 tensor")
+}
+
+/// Quantizes f32 moments into 256-blocks of codes and absmax (the blocks in parallel).
+fn quantize(q: &Quantizer, x: &[f32], codes: &mut [u8], absmax: &mut [f32]) {
+    x.par_chunks(BLOCK)
+        .zip(codes.par_chunks_mut(BLOCK))
+        .zip(absmax.par_iter_mut())
+        .for_each(|((x, c), a)| q.quantize(x, BLOCK, c, std::slice::from_mut(a)));
+}
+
+/// A tensor's values as f32 on the CPU (bf16 widens exactly).
+fn values(t: &Tensor) -> Vec<f32> {
+    let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]);
+    Vec::<f32>::try_from(&flat).expect("a CPU f32 tensor")
+}
+
+impl Param {
+    fn new(name: String, tensor: Tensor, decay: bool) -> Self {
+        let n = tensor.numel();
+        let moments = if n < MIN_8BIT_SIZE {
+            Moments::Full {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
+        } else {
+            let blocks = blockwise::blocks(n, BLOCK);
+            Moments::Quantized {
+                m: vec![0; n],
+                v: vec![0; n],
+                absmax_m: vec![0.0; blocks],
+                absmax_v: vec![0.0; blocks],
+            }
+        };
+        Param {
+            name,
+            tensor,
+            decay,
+            moments,
+        }
+    }
+
+    fn update(&mut self, s: &Scalars, grad: &Tensor) {
+        let g = values(grad);
+        let mut p = values(&self.tensor);
+        let n = p.len();
+        let decay = self.decay;
+        let (sm, sv) = (blockwise::signed(), blockwise::unsigned());
+        match &mut self.moments {
+            Moments::Full { m, v } => {
+                for i in 0..n {
+                    s.moments(&mut m[i], &mut v[i], g[i]);
+                }
+                let root = torch_sqrt(v);
+                for i in 0..n {
+                    s.step_32bit(&mut p[i], m[i], root[i], decay);
+                }
+            }
+            Moments::Quantized {
+                m: qm,
+                v: qv,
+                absmax_m,
+                absmax_v,
+            } => {
+                let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+                blockwise::dequantize(sm.code(), qm, absmax_m, BLOCK, &mut m);
+                blockwise::dequantize(sv.code(), qv, absmax_v, BLOCK, &mut v);
+                for i in 0..n {
+                    s.moments(&mut m[i], &mut v[i], g[i]);
+                }
+                let root = torch_sqrt(&v);
+                for i in 0..n {
+                    s.step_8bit(&mut p[i], m[i], root[i], decay);
+                }
+                quantize(sm, &m, qm, absmax_m);
+                quantize(sv, &v, qv, absmax_v);
+            }
+        }
+        // `p.data.copy_(p_fp32)`: one rounding into a bf16 weight
+        let new = Tensor::from_slice(&p)
+            .view(self.tensor.size().as_slice())
+            .to_kind(self.tensor.kind())
+            .to_device(self.tensor.device());
+        tch::no_grad(|| self.tensor.shallow_clone().copy_(&new));
+    }
+
+    /// Bytes of moments held.
+    fn state_bytes(&self) -> usize {
+        match &self.moments {
+            Moments::Full { m, v } => 4 * (m.len() + v.len()),
+            Moments::Quantized { m, v, absmax_m, .. } => m.len() + v.len() + 8 * absmax_m.len(),
+        }
+    }
+}
+
+pub struct AdamW8bit {
+    pub params: Vec<Param>,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Optimizer steps taken (bnb's `state["step"]`).
+    pub step: i64,
+}
+
+impl AdamW8bit {
+    /// `params`: trainable (name, tensor) pairs. As optim.rs's AdamW, norm weights and biases get
+    /// no weight decay (transformers puts them in a group with weight_decay 0).
+    pub fn new(params: Vec<(String, Tensor)>, betas: (f64, f64), eps: f64, wd: f64) -> Self {
+        let params = params
+            .into_iter()
+            .map(|(name, t)| {
+                let decay = !name.contains("norm") && !name.ends_with(".bias");
+                Param::new(name, t, decay)
+            })
+            .collect();
+        AdamW8bit {
+            params,
+            betas,
+            eps,
+            weight_decay: wd,
+            step: 0,
+        }
+    }
+
+    /// One step over every parameter with a gradient.
+    pub fn step(&mut self, lr: f64) {
+        self.step += 1;
+        let s = Scalars::new(self.betas, self.eps, lr, self.weight_decay, self.step);
+        for p in &mut self.params {
+            let g = p.tensor.grad();
+            if g.defined() {
+                p.update(&s, &g);
+            }
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for p in &mut self.params {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Bytes of moments this optimizer holds.
+    pub fn state_bytes(&self) -> i64 {
+        self.params.iter().map(|p| p.state_bytes() as i64).sum()
+    }
+}
+
+/// A tensor's elements as `T` (`what` names it in errors).
+fn elements<T: tch::kind::Element + Copy>(t: &Tensor, n: usize, what: &str) -> Result<Vec<T>> {
+    anyhow::ensure!(
+        t.kind() == T::KIND && t.numel() == n,
+        "optimizer state `{what}` is {:?} of {} elements, expected {:?} of {n}",
+        t.kind(),
+        t.numel(),
+        T::KIND
+    );
+    Vec::<T>::try_from(&t.to_device(Device::Cpu).reshape([-1]))
+        .with_context(|| format!("cannot read optimizer state `{what}`"))
+}
+
+impl AdamW8bit {
+    /// The moments under bnb's state names: `state1.<name>` and `state2.<name>` (u8 codes, or f32
+    /// for small tensors), `absmax1.<name>` and `absmax2.<name>` (f32, quantized ones only).
+    /// Saved and loaded as they are, so a resumed run continues bit for bit.
+    pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
+        let mut out = vec![];
+        for p in &self.params {
+            let mut put = |key: &str, t: Tensor| out.push((format!("{key}.{}", p.name), t));
+            match &p.moments {
+                Moments::Full { m, v } => {
+                    put("state1", Tensor::from_slice(m));
+                    put("state2", Tensor::from_slice(v));
+                }
+                Moments::Quantized {
+                    m,
+                    v,
+                    absmax_m,
+                    absmax_v,
+                } => {
+                    put("state1", Tensor::from_slice(m));
+                    put("state2", Tensor::from_slice(v));
+                    put("absmax1", Tensor::from_slice(absmax_m));
+                    put("absmax2", Tensor::from_slice(absmax_v));
+                }
+            }
+        }
+        let meta = [("optimizer".to_string(), "adamw8bit".to_string())].into();
+        (out, meta)
+    }
+
+    /// Restores every parameter's moments from `saved` (as `state_tensors` names them).
+    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, step: i64) -> Result<()> {
+        for p in &mut self.params {
+            let n = p.tensor.numel();
+            let get = |key: &str| {
+                let name = format!("{key}.{}", p.name);
+                let t = saved
+                    .get(&name)
+                    .with_context(|| format!("optimizer state has no `{name}`"))?;
+                Ok::<_, anyhow::Error>((t, name))
+            };
+            match &mut p.moments {
+                Moments::Full { m, v } => {
+                    let (t, key) = get("state1")?;
+                    *m = elements(t, n, &key)?;
+                    let (t, key) = get("state2")?;
+                    *v = elements(t, n, &key)?;
+                }
+                Moments::Quantized {
+                    m,
+                    v,
+                    absmax_m,
+                    absmax_v,
+                } => {
+                    let blocks = blockwise::blocks(n, BLOCK);
+                    let (t, key) = get("state1")?;
+                    *m = elements(t, n, &key)?;
+                    let (t, key) = get("state2")?;
+                    *v = elements(t, n, &key)?;
+                    let (t, key) = get("absmax1")?;
+                    *absmax_m = elements(t, blocks, &key)?;
+                    let (t, key) = get("absmax2")?;
+                    *absmax_v = elements(t, blocks, &key)?;
+                }
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// The quantizers the moments use (for tests and tools that decode a saved state).
+pub fn quantizers() -> (&'static Quantizer, &'static Quantizer) {
+    (blockwise::signed(), blockwise::unsigned())
+}
