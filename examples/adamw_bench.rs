@@ -9,21 +9,46 @@ use tch::{Device, Kind, Tensor};
 
 fn main() {
     let n = 64i64 << 20;
-    println!("threads: {}, parameter: {n} bf16 elements", tch::get_num_threads());
+    println!(
+        "threads: {}, parameter: {n} bf16 elements",
+        tch::get_num_threads()
+    );
     for (moments, kernel, label) in [
-        (MomentDtype::Fp32, false, "libtorch ops, fp32 moments (before)"),
+        (
+            MomentDtype::Fp32,
+            false,
+            "libtorch ops, fp32 moments (before)",
+        ),
         (MomentDtype::Fp32, true, "kernel, fp32 moments"),
-        (MomentDtype::Bf16, false, "libtorch ops, bf16 stochastic moments"),
-        (MomentDtype::Bf16, true, "kernel, bf16 stochastic moments (default)"),
+        (
+            MomentDtype::Bf16,
+            false,
+            "libtorch ops, bf16 stochastic moments",
+        ),
+        (
+            MomentDtype::Bf16,
+            true,
+            "kernel, bf16 stochastic moments (default)",
+        ),
     ] {
         let w = (Tensor::randn([n / 1024, 1024], (Kind::Float, Device::Cpu)) * 0.02)
             .to_kind(Kind::BFloat16)
             .set_requires_grad(true);
         let mut g = qwen3_sft::train::loss::grad_of(&w);
-        let _ = g.copy_(&(Tensor::randn([n / 1024, 1024], (Kind::Float, Device::Cpu)) * 1e-3));
-        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], (0.9, 0.999), 1e-8, 0.01, moments);
+        g.copy_(&(Tensor::randn([n / 1024, 1024], (Kind::Float, Device::Cpu)) * 1e-3));
+        let mut opt = AdamW::new(
+            vec![("w".into(), w.shallow_clone())],
+            (0.9, 0.999),
+            1e-8,
+            0.01,
+            moments,
+        );
         opt.kernel = kernel;
-        let moment_bytes = if moments == MomentDtype::Fp32 { 4.0 } else { 2.0 };
+        let moment_bytes = if moments == MomentDtype::Fp32 {
+            4.0
+        } else {
+            2.0
+        };
         // weight read + written, gradient read, two moments read + written
         let bytes = n as f64 * (2.0 * 2.0 + 2.0 + 4.0 * moment_bytes);
         let mut best = f64::MAX;
@@ -32,6 +57,10 @@ fn main() {
             opt.step(1e-4);
             best = best.min(t.elapsed().as_secs_f64());
         }
-        println!("{label:<44} {:>8.1} ms  {:>6.1} GB/s", best * 1e3, bytes / best / 1e9);
+        println!(
+            "{label:<44} {:>8.1} ms  {:>6.1} GB/s",
+            best * 1e3,
+            bytes / best / 1e9
+        );
     }
 }

@@ -44,7 +44,7 @@ fn run(kind: Kind, moments: MomentDtype, kernel: bool, steps: i64) -> Vec<Tensor
             let scale = if step % 2 == 0 { 1e-3 } else { 1e-1 };
             let g = (Tensor::randn(p.size(), (Kind::Float, Device::Cpu)) * scale).to_kind(kind);
             let mut grad = qwen3_sft::train::loss::grad_of(p);
-            let _ = grad.copy_(&g);
+            grad.copy_(&g);
         }
         opt.step(1e-3);
     }

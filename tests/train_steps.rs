@@ -44,7 +44,7 @@ fn recompute_equals_plain_backward() {
         match &plan {
             Some(p) => {
                 let mut head = loss::ChunkedLoss::new(4);
-                recompute::forward_backward(
+                let _ = recompute::forward_backward(
                     &m.net,
                     &ids,
                     Some(&padding),

@@ -130,7 +130,7 @@ impl ChunkedLoss {
         }
         let head_grad = head.requires_grad().then(|| grad_of(head));
         tch::no_grad(|| {
-            let rows = hidden.detach().reshape([-1, c]).index_select(0, &idx); // (N, C)
+            let rows = hidden.detach().reshape([-1, c]).index_select(0, idx); // (N, C)
             let grad_rows = Tensor::empty([n, c], (kind, dev)); // (N, C)
             let (low, f32) = self.buffers(chunk.min(n), vocab, kind, dev);
             let mut start = 0;
@@ -163,7 +163,7 @@ impl ChunkedLoss {
                 }
                 start += len;
             }
-            let grad = grad.index_add(0, &idx, &grad_rows);
+            let grad = grad.index_add(0, idx, &grad_rows);
             (total, grad.view([b, t, c]))
         })
     }

@@ -1,8 +1,8 @@
 //! Training: the one module that joins model, data and logging. `trainer` holds the loop; the
 //! other files are its parts (loss head, layer recomputation, AdamW, checkpoints, memory budget,
 //! progress display, evaluation loss and answer quality (`predict`), what a run loads first).
-pub mod adamw_kernel;
 pub mod adamw8bit;
+pub mod adamw_kernel;
 pub mod checkpoint;
 pub mod dist;
 pub mod eval;
