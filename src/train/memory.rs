@@ -152,12 +152,13 @@ pub fn estimate(p: &Plan) -> Budget {
     // loss::ChunkedLoss's buffers: one chunk of logits in the activation dtype and its fp32 copy
     // (one tensor when activations are fp32), reused for the gradient
     let logits = rows * cfg.vocab_size as f64 * if b == 4.0 { 4.0 } else { b + 4.0 };
-    // The optimizer's fp32 slice temporaries (4 of them). Gradients of the head and embedding are
-    // accumulated in place (loss.rs, recompute.rs), so no second full-vocabulary gradient exists.
+    // The optimizer's fp32 slice temporaries (4 of them) on a GPU; the CPU kernel makes none
+    // (adamw_kernel.rs; the bound is kept). Gradients of the head and embedding are accumulated in
+    // place (loss.rs, recompute.rs), so no second full-vocabulary gradient exists.
     let temporaries = if p.lora.is_some() {
         adapter * 4.0
     } else {
-        (1u64 << 24) as f64 * 4.0 * 4.0
+        crate::train::optim::GPU_SLICE_ELEMS as f64 * 4.0 * 4.0
     };
     let runtime = match p.device {
         Device::Cpu => 0.45e9,

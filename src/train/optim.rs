@@ -29,6 +29,8 @@ pub enum MomentDtype {
 /// mmap threshold (32 MB), so after the first slice they are reused from the heap instead of being
 /// mapped, page-faulted in and unmapped again for every slice of every step.
 const SLICE_ELEMS: i64 = 1 << 20;
+/// The same on a GPU (64 MB in fp32).
+pub const GPU_SLICE_ELEMS: i64 = 1 << 24;
 
 pub struct Param {
     pub name: String,
@@ -239,12 +241,14 @@ impl AdamW {
 fn update_by_ops(p: &Param, g: &Tensor, h: Hyper, moments: MomentDtype) {
     let rows = p.tensor.size().first().copied().unwrap_or(1).max(1);
     let per_row = (p.tensor.numel() as i64 / rows).max(1);
-    // Row slices bound the fp32 temporaries on CPU (the embedding alone is 1.2 GB in fp32); on a
-    // GPU the caching allocator reuses them and whole tensors launch fewer kernels.
-    let step_rows = match p.tensor.device() {
-        Device::Cpu => (SLICE_ELEMS / per_row).max(1),
-        _ => rows,
+    // Row slices bound the fp32 temporaries (the embedding alone is 1.2 GB in fp32): 4 MB ones on
+    // CPU stay under glibc's mmap threshold; on a GPU the caching allocator reuses 64 MB ones, and
+    // few slices mean few kernel launches (memory.rs budgets these temporaries).
+    let slice_elems = match p.tensor.device() {
+        Device::Cpu => SLICE_ELEMS,
+        _ => GPU_SLICE_ELEMS,
     };
+    let step_rows = (slice_elems / per_row).max(1);
     let mut start = 0;
     while start < rows {
         let n = step_rows.min(rows - start);
