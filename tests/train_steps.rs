@@ -58,7 +58,7 @@ fn recompute_equals_plain_backward() {
             }
             None => {
                 let h = m.net.forward(&ids, Some(&padding), None, true);
-                (loss::ce_sum(&h, m.net.head_weight(), &shifted, 4) * 0.1).backward();
+                (loss::ce_sum(&h, m.net.head_weight(), &rows, &targets, 4) * 0.1).backward();
             }
         }
         let mut g: Vec<(String, Tensor)> =

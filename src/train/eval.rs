@@ -19,8 +19,9 @@ pub fn eval_loss(net: &Qwen3, data: &[Encoded], batch_size: i64, chunk: i64) -> 
                 .collect();
             let b = collate(&samples, device);
             let hidden = net.forward(&b.ids, b.padding.as_ref(), None, false);
-            let shifted = loss::shift_labels(&b.labels);
-            sum += loss::ce_sum(&hidden, net.head_weight(), &shifted, chunk).double_value(&[]);
+            let head = net.head_weight();
+            let batch_sum = loss::ce_sum(&hidden, head, &b.target_rows, &b.target_ids, chunk);
+            sum += batch_sum.double_value(&[]);
             count += b.label_tokens;
         }
     });

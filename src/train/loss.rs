@@ -32,12 +32,19 @@ fn chunk_ce(h: &Tensor, head: &Tensor, targets: &Tensor) -> Tensor {
     logits.cross_entropy_loss::<&Tensor>(targets, None, Reduction::Sum, IGNORE, 0.0)
 }
 
-/// Sum of the token losses of `hidden (B, T, C)` against shifted labels, differentiable through
-/// autograd (each chunk's logits are kept for backward: use for evaluation or small models).
-pub fn ce_sum(hidden: &Tensor, head: &Tensor, shifted: &Tensor, chunk: i64) -> Tensor {
+/// Sum of the token losses of `hidden (B, T, C)` at the flat positions `idx (N)` against
+/// `targets (N)` (`Batch::target_rows`/`target_ids`, or `label_rows` of shifted labels),
+/// differentiable through autograd (each chunk's logits are kept for backward: use for
+/// evaluation or small models).
+pub fn ce_sum(
+    hidden: &Tensor,
+    head: &Tensor,
+    idx: &Tensor,
+    targets: &Tensor,
+    chunk: i64,
+) -> Tensor {
     let c = hidden.size()[2];
-    let (idx, targets) = label_rows(shifted);
-    let h = hidden.reshape([-1, c]).index_select(0, &idx); // (N, C)
+    let h = hidden.reshape([-1, c]).index_select(0, idx); // (N, C)
     let n = idx.size()[0];
     let mut parts = vec![Tensor::zeros([], (Kind::Float, hidden.device()))];
     let mut start = 0;
