@@ -131,7 +131,7 @@ impl ChunkedLoss {
         let vocab = head.size()[0];
         let n = idx.size()[0];
         let grad = Tensor::zeros([b * t, c], (kind, dev)); // (B*T, C)
-        let mut total = Tensor::zeros([], (Kind::Float, dev));
+        let mut total = Tensor::zeros([], (Kind::Double, dev)); // chunks summed in f64, as before on the host
         if n == 0 {
             return (total, grad.view([b, t, c]));
         }

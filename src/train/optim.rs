@@ -370,12 +370,13 @@ pub fn grads(params: &[Param]) -> Vec<Tensor> {
         .collect()
 }
 
-/// Sum of squared per-tensor L2 norms (in fp32, as torch's `clip_grad_norm_` takes them), as a
-/// scalar on the device: no read per parameter (see `crate::host`).
+/// Sum of squared per-tensor L2 norms (each in fp32, as torch's `clip_grad_norm_` takes them;
+/// squared and summed in f64), as a scalar on the device: no read per parameter (see
+/// `crate::host`).
 pub fn squared_norm(grads: &[Tensor]) -> Tensor {
     tch::no_grad(|| {
         let Some(first) = grads.first() else {
-            return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
+            return Tensor::zeros([], (Kind::Double, tch::Device::Cpu));
         };
         // per-tensor norms as torch does (and no squared copy of each gradient)
         let norms: Vec<Tensor> = grads
@@ -383,7 +384,7 @@ pub fn squared_norm(grads: &[Tensor]) -> Tensor {
             .map(|g| g.norm_scalaropt_dtype(2, Kind::Float))
             .collect();
         let norms = Tensor::stack(&norms, 0).to_device(first.device());
-        norms.square().sum(Kind::Float)
+        norms.to_kind(Kind::Double).square().sum(Kind::Double)
     })
 }
 

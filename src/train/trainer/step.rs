@@ -141,7 +141,7 @@ impl Trainer<'_> {
             .is_some_and(|s| s.stage() == ZeroStage::Gradients);
         let rounds = if every { accum } else { mine.len().max(1) };
         let (step, group) = (self.state.global_step, self.world.group());
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device)); // micro-batches summed in f64
         let mut failed = None;
         for round in 0..rounds {
             // this round's gradients are reduced when final: every round for ZeRO-2, else the last
