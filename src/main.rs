@@ -38,6 +38,8 @@ enum Cmd {
     Chat(cli::chat::ChatArgs),
     /// Merge a LoRA adapter into its base model and write an HF model directory.
     Merge(cli::merge::MergeArgs),
+    /// Save a base model in bitsandbytes' 4-bit NF4 form (as transformers saves a QLoRA base).
+    Quantize(cli::quantize::QuantizeArgs),
     /// Export a model (an adapter merged in) as one GGUF file for llama.cpp/Ollama, Modelfile beside it.
     Export(cli::export::ExportArgs),
 }
@@ -63,6 +65,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate(a) => cli::generate::run(&a),
         Cmd::Chat(a) => cli::chat::run(&a),
         Cmd::Merge(a) => cli::merge::run(&a),
+        Cmd::Quantize(a) => cli::quantize::run(&a),
         Cmd::Export(a) => cli::export::run(&a),
     }
 }

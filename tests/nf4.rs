@@ -208,3 +208,19 @@ fn live_linear4bit_matches_bnb() {
     );
     assert!(d_grad <= LINEAR_GRAD, "input gradient off by {d_grad:.3e}");
 }
+
+/// The CPU dequantization loop against the tensor-op form GPUs run, bit for bit, in bf16 and
+/// fp32, on a ragged size (a partial 64-block and a partial nested block). Planted: the low
+/// nibble for even elements fails both kinds.
+#[test]
+fn cpu_dequantize_equals_tensor_ops() {
+    tch::manual_seed(7);
+    let w = (Tensor::randn([173, 301], (Kind::Float, tch::Device::Cpu)) * 0.05)
+        .to_kind(Kind::BFloat16);
+    let q = Nf4Weight::quantize(&w);
+    for kind in [Kind::BFloat16, Kind::Float] {
+        let (a, b) = (q.dequantize(kind), q.dequantize_ops(kind));
+        assert_eq!(a.kind(), kind);
+        assert_eq!(bytes(&a), bytes(&b), "{kind:?}: the CPU loop differs from the tensor ops");
+    }
+}

@@ -8,7 +8,7 @@ use crate::data::tokenizer::QwenTokenizer;
 use crate::hub::Source;
 use crate::infer::{GenOptions, GenerationConfig};
 use crate::model::open::Resolved;
-use crate::model::{self, DType, DeviceSpec, ModelSpec};
+use crate::model::{self, DType, DeviceSpec, ModelSpec, Quantization};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
@@ -52,6 +52,10 @@ pub struct ModelArgs {
     /// Hub serving hub ids: modelscope or hf
     #[arg(long, default_value = "modelscope")]
     pub source: Source,
+    /// none, nf4 (the decoder's linears in bitsandbytes' 4-bit NF4, QLoRA's base), or auto (as
+    /// the checkpoint is stored: nf4 for a bitsandbytes 4-bit checkpoint)
+    #[arg(long, default_value = "auto")]
+    pub quantization: String,
 }
 
 impl ModelArgs {
@@ -60,7 +64,12 @@ impl ModelArgs {
             "auto" => None,
             s => Some(s.parse::<DType>().context("--dtype")?),
         };
+        let quantization = match self.quantization.as_str() {
+            "auto" => None,
+            s => Some(s.parse::<Quantization>().context("--quantization")?),
+        };
         Ok(ModelSpec {
+            quantization,
             source: self.source,
             dtype,
             device: self.device,

@@ -10,6 +10,7 @@ pub mod export;
 pub mod generate;
 pub mod info;
 pub mod merge;
+pub mod quantize;
 pub mod split;
 pub mod tokenizer;
 pub mod train;

@@ -8,7 +8,7 @@ use crate::data::encode::Template;
 use crate::data::format::{Columns, Format, RowFormat};
 use crate::hub;
 use crate::log::swanlab::SwanlabSettings;
-use crate::model::{lora::Target, DType, DeviceSpec, LoraConfig};
+use crate::model::{lora::Target, DType, DeviceSpec, LoraConfig, Quantization};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub use numbers::{Count, Fraction, MaxLength, NonNegative, Positive, Steps};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCfg {
-    /// Hub id (`Qwen/Qwen3-1.7B`), local HF directory, or `random:<preset>` (tiny, demo, 0.6b, 1.7b, 4b).
+    /// Hub id (`Qwen/Qwen3-1.7B`), local HF directory, or `random:<preset>` (tiny, demo, 0.6b, 1.7b, 4b, 8b).
     pub path: String,
     #[serde(default)]
     pub source: hub::Source,
@@ -30,6 +30,10 @@ pub struct ModelCfg {
     pub dtype: DType,
     #[serde(default)]
     pub device: DeviceSpec,
+    /// `nf4`: the decoder's linears frozen in bitsandbytes' 4-bit NF4 (QLoRA; needs LoRA and
+    /// recomputation of every layer). A bitsandbytes 4-bit checkpoint is NF4 whatever this says.
+    #[serde(default)]
+    pub quantization: Quantization,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -435,6 +439,14 @@ impl RunConfig {
         }
         if self.distributed.backend == Backend::Nccl && self.model.device == DeviceSpec::Cpu {
             bail!("distributed.backend = \"nccl\" needs CUDA, but model.device = \"cpu\": use \"gloo\" (or \"auto\") on CPU");
+        }
+        if self.model.quantization == Quantization::Nf4 {
+            if t.method != Method::Lora {
+                bail!("model.quantization = \"nf4\" freezes the base in 4 bits: it trains with train.method = \"lora\" (QLoRA) only");
+            }
+            if !t.gradient_checkpointing || t.checkpoint_layers.is_some() {
+                bail!("model.quantization = \"nf4\" recomputes every layer (each layer's dequantized weights live only while it runs): set train.gradient_checkpointing = true and remove train.checkpoint_layers");
+            }
         }
         if self.train.method == Method::Lora && self.lora.targets.is_empty() {
             bail!("lora.targets is empty: name at least one projection to adapt");

@@ -148,7 +148,7 @@ impl Config {
 /// measurements) and small ones for demos and tests; all with Qwen3's vocabulary.
 pub fn preset(name: &str) -> Result<Config> {
     // (hidden, intermediate, layers, heads, kv heads, head_dim, tied head). The demo's head is
-    // its own, as Qwen3-4B's and larger: a small tied model starts out repeating its input token
+    // its own, as Qwen3-8B's and larger: a small tied model starts out repeating its input token
     // (the logit of the current token is its embedding's squared norm) and takes many epochs to
     // unlearn it; untied, it learns the answer's layout within the demo's minutes.
     let (c, i, l, h, kv, d, tied) = match name {
@@ -156,8 +156,9 @@ pub fn preset(name: &str) -> Result<Config> {
         "demo" => (128, 384, 4, 4, 2, 32, false),
         "0.6b" => (1024, 3072, 28, 16, 8, 128, true),
         "1.7b" => (2048, 6144, 28, 16, 8, 128, true),
-        "4b" => (2560, 9728, 36, 32, 8, 128, false),
-        other => bail!("unknown model preset `random:{other}` (tiny, demo, 0.6b, 1.7b, 4b)"),
+        "4b" => (2560, 9728, 36, 32, 8, 128, true),
+        "8b" => (4096, 12288, 36, 32, 8, 128, false),
+        other => bail!("unknown model preset `random:{other}` (tiny, demo, 0.6b, 1.7b, 4b, 8b)"),
     };
     Config::from_json(serde_json::json!({
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936,

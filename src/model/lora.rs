@@ -5,6 +5,7 @@
 //! adapter lives in fp32 whatever the base dtype, the branch is computed in fp32 and the sum is cast
 //! back to the base dtype.
 use super::gemv::linear;
+use super::nf4::{self, Nf4Weight};
 use tch::{nn, Kind, Tensor};
 
 /// The projections LoRA can adapt (peft's `target_modules` for Qwen3).
@@ -62,14 +63,28 @@ pub struct LoraBranch {
     pub dropout: f64,
 }
 
-#[derive(Debug)]
+/// A projection's frozen or trainable base weight `[out, in]`.
+pub enum Weight {
+    /// A tensor in the model dtype (a var-store parameter).
+    Dense(Tensor),
+    /// bitsandbytes' NF4 form (frozen), dequantized into `Linear::kind` at each use.
+    Nf4(Nf4Weight),
+    /// An NF4 weight not loaded yet: the loader (or random init) fills it in.
+    Pending,
+}
+
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Weight,
     pub lora: Option<LoraBranch>,
+    /// The model dtype (the compute dtype of an NF4 weight).
+    pub kind: Kind,
+    pub shape: [i64; 2],
 }
 
 impl Linear {
     /// `weight` is `[out, in]` in `kind`; trainable unless a LoRA config is given (then frozen).
+    /// With `nf4` it is left `Pending` outside the var store (it is no parameter).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         p: &nn::Path,
         name: &str,
@@ -77,14 +92,18 @@ impl Linear {
         out_dim: i64,
         kind: Kind,
         lora: Option<&LoraConfig>,
+        nf4: bool,
     ) -> Self {
         let p = p / name;
         let dev = p.device();
-        let weight = p.add(
-            "weight",
-            Tensor::zeros([out_dim, in_dim], (kind, dev)),
-            lora.is_none(),
-        );
+        let weight = match nf4 {
+            true => Weight::Pending,
+            false => Weight::Dense(p.add(
+                "weight",
+                Tensor::zeros([out_dim, in_dim], (kind, dev)),
+                lora.is_none(),
+            )),
+        };
         let lora = lora
             .filter(|l| l.targets.iter().any(|t| t == name))
             .map(|l| LoraBranch {
@@ -101,31 +120,60 @@ impl Linear {
                 scaling: l.scaling(),
                 dropout: l.dropout,
             });
-        Linear { weight, lora }
-    }
-
-    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let base = linear(x, &self.weight);
-        match &self.lora {
-            None => base,
-            Some(l) => {
-                let xf = x.to_kind(l.a.kind()).dropout(l.dropout, train);
-                let delta = xf
-                    .linear::<&Tensor>(&l.a, None)
-                    .linear::<&Tensor>(&l.b, None)
-                    * l.scaling;
-                (delta + base).to_kind(self.weight.kind())
-            }
+        Linear {
+            weight,
+            lora,
+            kind,
+            shape: [out_dim, in_dim],
         }
     }
 
-    /// `W + scaling * B @ A`, computed in fp32 and returned in the base dtype (peft's merge).
+    /// The base projection alone.
+    fn base(&self, x: &Tensor) -> Tensor {
+        match &self.weight {
+            Weight::Dense(w) => linear(x, w),
+            Weight::Nf4(w) => nf4::matmul(x, w, None, self.kind),
+            Weight::Pending => panic!("an NF4 weight was used before it was loaded"),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let base = self.base(x);
+        let Some(l) = &self.lora else {
+            return base;
+        };
+        let xf = x.to_kind(l.a.kind()).dropout(l.dropout, train);
+        let delta = xf
+            .linear::<&Tensor>(&l.a, None)
+            .linear::<&Tensor>(&l.b, None)
+            * l.scaling;
+        match self.weight {
+            // peft's bnb `Linear4bit`: the fp32 branch is cast to the result's dtype, then added
+            Weight::Nf4(_) => base + delta.to_kind(self.kind),
+            // peft's `Linear`: added in fp32 (type promotion), the sum cast back
+            _ => (delta + base).to_kind(self.kind),
+        }
+    }
+
+    /// The base weight in the model dtype (an NF4 one dequantized).
+    pub fn dense_weight(&self) -> Tensor {
+        match &self.weight {
+            Weight::Dense(w) => w.shallow_clone(),
+            Weight::Nf4(w) => w.dequantize(self.kind),
+            Weight::Pending => panic!("an NF4 weight was used before it was loaded"),
+        }
+    }
+
+    /// `W + scaling * B @ A`, computed in fp32 and returned in the model dtype (peft's merge).
+    /// An NF4 base is dequantized first: the merge lands in a dense model, never back in 4 bits
+    /// (re-quantizing would round the adapter's small update away).
     pub fn merged_weight(&self) -> Tensor {
+        let w = self.dense_weight();
         match &self.lora {
-            None => self.weight.shallow_clone(),
+            None => w,
             Some(l) => {
                 let delta = l.b.to_kind(Kind::Float).matmul(&l.a.to_kind(Kind::Float)) * l.scaling;
-                (self.weight.to_kind(Kind::Float) + delta).to_kind(self.weight.kind())
+                (w.to_kind(Kind::Float) + delta).to_kind(self.kind)
             }
         }
     }

@@ -1,4 +1,5 @@
 //! A Qwen3 model with its parameters: build, random init, load and save in HF and peft layouts.
+pub mod bf16;
 pub mod blockwise;
 pub mod cache;
 pub mod config;
@@ -7,6 +8,7 @@ pub mod lora;
 pub mod nf4;
 pub mod open;
 pub mod quant_io;
+pub mod quantized;
 pub mod qwen3;
 pub mod spec;
 pub mod weights;
@@ -15,12 +17,12 @@ pub use cache::LayerCache;
 pub use config::Config;
 pub use lora::LoraConfig;
 pub use open::{open, Base, ModelSpec, Opened};
-pub use qwen3::Qwen3;
-pub use spec::{DType, DeviceSpec};
+pub use qwen3::{Build, Qwen3};
+pub use spec::{DType, DeviceSpec, Quantization};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -35,13 +37,13 @@ pub struct Model {
 const ADAPTER_PREFIX: &str = "base_model.model.";
 
 impl Model {
-    fn build(cfg: &Config, kind: Kind, device: Device, lora: Option<&LoraConfig>) -> Self {
-        let vs = nn::VarStore::new(device);
-        let net = Qwen3::new(&vs.root(), cfg, kind, lora);
+    fn build(cfg: &Config, b: Build) -> Self {
+        let vs = nn::VarStore::new(b.device);
+        let net = Qwen3::new(&vs.root(), cfg, b);
         Model {
             vs,
             net,
-            lora: lora.cloned(),
+            lora: b.lora.cloned(),
             source: None,
         }
     }
@@ -55,22 +57,37 @@ impl Model {
         lora: Option<&LoraConfig>,
         seed: i64,
     ) -> Self {
-        let m = Self::build(cfg, kind, device, lora);
+        Self::random_with(cfg, Build::new(kind, device, lora), seed)
+    }
+
+    /// `random` with any build (an NF4 base draws the same values, then quantizes them).
+    pub fn random_with(cfg: &Config, b: Build, seed: i64) -> Self {
+        let mut m = Self::build(cfg, b);
         m.init(seed, false);
         m
     }
 
     /// Initialises all parameters, or only the LoRA adapters when `adapters_only`.
-    fn init(&self, seed: i64, adapters_only: bool) {
+    fn init(&mut self, seed: i64, adapters_only: bool) {
         tch::manual_seed(seed);
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        let mut vars: Vec<(String, Option<Tensor>)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, Some(t)))
+            .collect();
         if adapters_only {
             vars.retain(|(n, _)| n.contains(".lora_"));
+        } else {
+            vars.extend(self.pending_linears().into_iter().map(|n| (n, None)));
         }
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| {
             for (name, t) in vars {
-                let mut t = t;
+                let Some(mut t) = t else {
+                    self.init_nf4(&name);
+                    continue;
+                };
                 if name.ends_with("norm.weight") {
                     let _ = t.fill_(1.0);
                 } else if name.contains(".lora_A.") {
@@ -87,17 +104,27 @@ impl Model {
 
     /// Loads an HF model directory into `kind` on `device`, adding fresh LoRA adapters if asked.
     pub fn load(dir: &Path, kind: Kind, device: Device, lora: Option<&LoraConfig>) -> Result<Self> {
+        Self::load_with(dir, Build::new(kind, device, lora))
+    }
+
+    /// `load` with any build: with `b.nf4`, dense linear weights are quantized as they are read
+    /// and a bitsandbytes 4-bit checkpoint's are taken as stored.
+    pub fn load_with(dir: &Path, b: Build) -> Result<Self> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         let files = weights::model_files(dir)?;
-        let m = Self::build(&cfg, kind, device, lora);
+        let mut m = Self::build(&cfg, b);
         m.init(0, true);
         let skip: &[&str] = if cfg.tie_word_embeddings {
             &["lm_head.weight"]
         } else {
             &[]
         };
-        let is_adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
-        weights::load_into(&m.vs.variables(), &files, is_adapter, skip)?;
+        if b.nf4 {
+            m.load_nf4(&files, skip)?;
+        } else {
+            let is_adapter = |n: &str| n.contains(".lora_A.") || n.contains(".lora_B.");
+            weights::load_into(&m.vs.variables(), &files, is_adapter, skip)?;
+        }
         Ok(Model {
             source: Some(dir.to_path_buf()),
             ..m
@@ -113,34 +140,51 @@ impl Model {
     }
 
     /// The base model's tensors under their HF names, LoRA merged in when `merge` (the tied head
-    /// is not repeated, as `save_pretrained` does).
+    /// is not repeated, as `save_pretrained` does). NF4 linears come dequantized.
     pub fn hf_tensors(&self, merge: bool) -> Vec<(String, Tensor)> {
-        let merged: HashMap<String, Tensor> = if merge {
-            self.net
-                .linears()
-                .into_iter()
-                .map(|(n, l)| (format!("{n}.weight"), l.merged_weight()))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let mut out: Vec<(String, Tensor)> = self
+        let mut out: BTreeMap<String, Tensor> = self
             .vs
             .variables()
             .into_iter()
             .filter(|(n, _)| !n.contains(".lora_A.") && !n.contains(".lora_B."))
-            .map(|(n, t)| match merged.get(&n) {
-                Some(m) => (n, m.shallow_clone()),
-                None => (n, t),
-            })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        for (n, l) in self.net.linears() {
+            let dense = matches!(l.weight, lora::Weight::Dense(_));
+            if merge || !dense {
+                let w = if merge {
+                    l.merged_weight()
+                } else {
+                    l.dense_weight()
+                };
+                out.insert(format!("{n}.weight"), w);
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// Writes the HF model files (weights in the model dtype, `config.json` naming that dtype,
     /// tokenizer and generation files from `side_files` or the source) into the existing `dir`.
     pub fn write_hf(&self, dir: &Path, merge: bool, side_files: Option<&Path>) -> Result<()> {
+        weights::write_model_files(dir, &self.hf_tensors(merge))?;
+        self.write_config_and_side_files(dir, None, side_files)
+    }
+
+    /// Writes the base model in transformers' bitsandbytes 4-bit form (what `save_pretrained`
+    /// writes for a model loaded with QLoRA's `BitsAndBytesConfig`) into the existing `dir`.
+    pub fn write_nf4(&self, dir: &Path, side_files: Option<&Path>) -> Result<()> {
+        weights::write_model_files(dir, &self.nf4_tensors()?)?;
+        let q = quant_io::quantization_config();
+        self.write_config_and_side_files(dir, Some(q), side_files)
+    }
+
+    /// `config.json` naming the model dtype (and `quantization`, else none), the tokenizer and
+    /// generation files.
+    fn write_config_and_side_files(
+        &self,
+        dir: &Path,
+        quantization: Option<Value>,
+        side_files: Option<&Path>,
+    ) -> Result<()> {
         let mut cfg = self.cfg().raw.clone();
         let dtype = weights::dtype_str(self.net.kind);
         if cfg.get("torch_dtype").is_some() {
@@ -148,7 +192,12 @@ impl Model {
         } else {
             cfg["dtype"] = json!(dtype);
         }
-        weights::write_model_files(dir, &self.hf_tensors(merge))?;
+        if let Some(obj) = cfg.as_object_mut() {
+            obj.remove("quantization_config");
+        }
+        if let Some(q) = quantization {
+            cfg["quantization_config"] = q;
+        }
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
         if let Some(src) = side_files.or(self.source.as_deref()) {
             weights::copy_side_files(src, dir)?;

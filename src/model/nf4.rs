@@ -14,7 +14,8 @@
 //! minus its mean (`offset`) is quantized to 8 bits in blocks of 256 (model/blockwise.rs).
 //! Dequantization is tch ops (any device): `nf4[code] * absmax` in f32, rounded once to the
 //! compute dtype.
-use super::blockwise;
+use super::{bf16, blockwise};
+use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 /// Values per absmax (bnb's `blocksize`; transformers' default for QLoRA).
@@ -135,6 +136,20 @@ impl Nf4Weight {
         }
     }
 
+    /// The same state on `device`.
+    pub fn to_device(self, device: Device) -> Self {
+        if device == self.device() {
+            return self;
+        }
+        Nf4Weight {
+            packed: self.packed.to_device(device),
+            absmax: self.absmax.to_device(device),
+            nested_absmax: self.nested_absmax.to_device(device),
+            nested_code: self.nested_code.to_device(device),
+            ..self
+        }
+    }
+
     pub fn numel(&self) -> i64 {
         self.shape.iter().product()
     }
@@ -160,7 +175,50 @@ impl Nf4Weight {
     }
 
     /// `dequantize_4bit` into `kind` (bf16 or f32): `nf4[code] * absmax` in f32, rounded once.
+    /// On the CPU one pass of plain Rust writes the result (the tensor ops below make int64
+    /// codes and three f32 temporaries: 28 bytes per weight for a moment); elsewhere tensor ops.
     pub fn dequantize(&self, kind: Kind) -> Tensor {
+        match (self.device(), kind) {
+            (Device::Cpu, Kind::BFloat16) => self.dequantize_cpu(kind, bf16::nearest),
+            (Device::Cpu, Kind::Float) => self.dequantize_cpu(kind, |v: f32| v),
+            _ => self.dequantize_ops(kind),
+        }
+    }
+
+    /// The same values with the CPU loop: each 64-block's absmax rebuilt as `absmax_f32` does
+    /// (two f32 roundings, no FMA), then every code times it, converted by `put`.
+    fn dequantize_cpu<T: Copy + Send>(&self, kind: Kind, put: impl Fn(f32) -> T + Sync) -> Tensor {
+        let packed = self.packed.contiguous();
+        let qabs = self.absmax.contiguous();
+        let bytes = cpu_slice::<u8>(&packed);
+        let (code, nested) = (
+            Vec::<f32>::try_from(&self.nested_code).expect("f32 nested code"),
+            Vec::<f32>::try_from(&self.nested_absmax).expect("f32 nested absmax"),
+        );
+        let absmax: Vec<f32> = cpu_slice::<u8>(&qabs)
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| code[q as usize] * nested[i / NESTED_BLOCK] + self.offset)
+            .collect();
+        let out = Tensor::empty(self.shape.as_slice(), (kind, Device::Cpu));
+        // SAFETY: `out` is a fresh contiguous CPU tensor of `T`-sized elements, written only here.
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, self.numel() as usize)
+        };
+        const SPAN: usize = BLOCK * 256; // elements per parallel task
+        dst.par_chunks_mut(SPAN).enumerate().for_each(|(s, chunk)| {
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let e = s * SPAN + j;
+                let byte = bytes[e / 2];
+                let c = if e.is_multiple_of(2) { byte >> 4 } else { byte & 15 };
+                *o = put(NF4[c as usize] * absmax[e / BLOCK]);
+            }
+        });
+        out
+    }
+
+    /// `dequantize` in tensor ops, for any device.
+    pub fn dequantize_ops(&self, kind: Kind) -> Tensor {
         let bytes = self.packed.view([-1]);
         let hi = bytes.bitwise_right_shift_tensor_scalar(4);
         let lo = bytes.bitwise_and(15);
@@ -180,6 +238,13 @@ impl Nf4Weight {
             .view(self.shape.as_slice())
             .to_kind(kind)
     }
+}
+
+/// The elements of a contiguous CPU tensor.
+fn cpu_slice<T>(t: &Tensor) -> &[T] {
+    assert!(t.device() == Device::Cpu && t.is_contiguous());
+    // SAFETY: a contiguous CPU tensor of `numel` elements of `T`'s size, kept alive by `t`.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
 /// `bnb.nn.Linear4bit` (training mode): a frozen NF4 weight dequantized just in time into the
@@ -203,10 +268,17 @@ impl Linear4bit {
     /// The dequantized weight is a temporary: gradients flow to `x` (and the bias), as bnb's
     /// `MatMul4Bit.backward` (`grad @ dequantize_4bit(W)`), never to the weight.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let w = self.weight.dequantize(self.compute);
-        let bias = self.bias.as_ref().map(|b| b.to_kind(self.compute));
-        x.to_kind(self.compute)
-            .linear(&w, bias.as_ref())
-            .to_kind(x.kind())
+        matmul(x, &self.weight, self.bias.as_ref(), self.compute)
     }
+}
+
+/// `bnb.matmul_4bit` in training mode: `x @ dequantize_4bit(W).T (+ bias)` in `compute`, the
+/// result in `x`'s dtype. Under autograd the dequantized weight is kept for the input's gradient
+/// until backward, so a model recomputes its layers to keep one layer's worth at a time.
+pub fn matmul(x: &Tensor, w: &Nf4Weight, bias: Option<&Tensor>, compute: Kind) -> Tensor {
+    let dense = w.dequantize(compute);
+    let bias = bias.map(|b| b.to_kind(compute));
+    x.to_kind(compute)
+        .linear(&dense, bias.as_ref())
+        .to_kind(x.kind())
 }

@@ -2,7 +2,9 @@
 //! (hub id, local HF directory or `random:<preset>`), an optional peft adapter, the tokenizer's
 //! location, dtype and device, resolved with one set of defaults and one set of error messages.
 //! The tokenizer itself is loaded by the caller (`data::tokenizer`): this module only finds it.
-use super::{config, read_adapter_config, Config, DType, DeviceSpec, LoraConfig, Model};
+use super::{
+    config, read_adapter_config, Build, Config, DType, DeviceSpec, LoraConfig, Model, Quantization,
+};
 use crate::hub;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub struct ModelSpec {
     pub tokenizer: Option<PathBuf>,
     /// Seed of a `random:` model's initialisation.
     pub seed: i64,
+    /// `None`: as the checkpoint is stored (NF4 for a bitsandbytes 4-bit checkpoint).
+    pub quantization: Option<Quantization>,
 }
 
 impl ModelSpec {
@@ -42,6 +46,7 @@ impl ModelSpec {
             new_lora: None,
             tokenizer: None,
             seed: 0,
+            quantization: None,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct Resolved {
     lora: Option<LoraConfig>,
     adapter: Option<PathBuf>,
     seed: i64,
+    /// Whether the linears are NF4.
+    pub nf4: bool,
 }
 
 /// Resolves `spec` (a hub id is downloaded when not cached).
@@ -104,6 +111,19 @@ pub fn resolve(spec: &ModelSpec) -> Result<Resolved> {
             .with_context(|| format!("{}: the dtype in config.json", d.display()))?,
         _ => DType::Fp32,
     };
+    let stored_nf4 = match &base {
+        Base::Dir(d) => super::quantized::is_nf4_checkpoint(&config.raw, d)?,
+        Base::Random(_) => false,
+    };
+    let nf4 = match (spec.quantization, stored_nf4) {
+        (Some(Quantization::None), true) => bail!(
+            "model `{}` is a bitsandbytes 4-bit checkpoint: it loads with quantization nf4 only \
+             (for a dense model, start from the unquantized base)",
+            spec.path
+        ),
+        (Some(q), _) => q == Quantization::Nf4,
+        (None, stored) => stored,
+    };
     let device = spec.device.resolve()?;
     let lora = match (&spec.new_lora, &spec.adapter) {
         (Some(l), _) => Some(l.clone()),
@@ -123,16 +143,20 @@ pub fn resolve(spec: &ModelSpec) -> Result<Resolved> {
         lora,
         adapter: spec.adapter.clone(),
         seed: spec.seed,
+        nf4,
     })
 }
 
 impl Resolved {
     /// Builds the model with its adapters and loads the weights.
     pub fn load(self) -> Result<Opened> {
-        let (kind, lora) = (self.dtype.kind(), self.lora.as_ref());
+        let b = Build {
+            nf4: self.nf4,
+            ..Build::new(self.dtype.kind(), self.device, self.lora.as_ref())
+        };
         let model = match &self.base {
-            Base::Dir(d) => Model::load(d, kind, self.device, lora)?,
-            Base::Random(_) => Model::random(&self.config, kind, self.device, lora, self.seed),
+            Base::Dir(d) => Model::load_with(d, b)?,
+            Base::Random(_) => Model::random_with(&self.config, b, self.seed),
         };
         if let Some(a) = &self.adapter {
             model.load_adapter_weights(a)?;

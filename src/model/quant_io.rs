@@ -215,8 +215,12 @@ fn check_sizes(name: &str, w: &Nf4Weight) -> Result<()> {
         };
         let dtype_ok = kind == want_kind;
         ensure!(
-            got == expected && dtype_ok,
-            "{name}{suffix}: {got} elements of {kind:?} for shape {:?} (expected {expected})",
+            dtype_ok,
+            "{name}{suffix} is {kind:?}, bitsandbytes stores it as {want_kind:?}"
+        );
+        ensure!(
+            got == expected,
+            "{name}{suffix}: {got} elements for shape {:?} (expected {expected})",
             w.shape
         );
     }

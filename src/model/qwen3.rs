@@ -8,7 +8,29 @@
 use super::cache::LayerCache;
 use super::config::Config;
 use super::lora::{Linear, LoraConfig};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
+
+/// How the parameters are made: their dtype, LoRA adapters, and whether the decoder's linear
+/// weights are NF4 (then outside the var store, filled in by the loader).
+#[derive(Clone, Copy)]
+pub struct Build<'a> {
+    pub kind: Kind,
+    pub device: Device,
+    pub lora: Option<&'a LoraConfig>,
+    pub nf4: bool,
+}
+
+impl<'a> Build<'a> {
+    /// Dense weights in `kind` on `device`, with `lora` adapters if given.
+    pub fn new(kind: Kind, device: Device, lora: Option<&'a LoraConfig>) -> Self {
+        Build {
+            kind,
+            device,
+            lora,
+            nf4: false,
+        }
+    }
+}
 
 /// `w * (x_f32 * rsqrt(mean(x_f32^2) + eps)).to(x.dtype)`: the cast back happens before the
 /// multiply by `w`, exactly as transformers' `Qwen3RMSNorm`.
@@ -111,7 +133,8 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+    fn new(p: nn::Path, cfg: &Config, b: Build) -> Self {
+        let (kind, lora) = (b.kind, b.lora);
         let (c, h, kv, d) = (
             cfg.hidden_size,
             cfg.num_attention_heads,
@@ -120,10 +143,10 @@ impl Attention {
         );
         let full = lora.is_none();
         Attention {
-            q_proj: Linear::new(&p, "q_proj", c, h * d, kind, lora),
-            k_proj: Linear::new(&p, "k_proj", c, kv * d, kind, lora),
-            v_proj: Linear::new(&p, "v_proj", c, kv * d, kind, lora),
-            o_proj: Linear::new(&p, "o_proj", h * d, c, kind, lora),
+            q_proj: Linear::new(&p, "q_proj", c, h * d, kind, lora, b.nf4),
+            k_proj: Linear::new(&p, "k_proj", c, kv * d, kind, lora, b.nf4),
+            v_proj: Linear::new(&p, "v_proj", c, kv * d, kind, lora, b.nf4),
+            o_proj: Linear::new(&p, "o_proj", h * d, c, kind, lora, b.nf4),
             q_norm: RmsNorm::new(&p / "q_norm", d, cfg.rms_norm_eps, kind, full),
             k_norm: RmsNorm::new(&p / "k_norm", d, cfg.rms_norm_eps, kind, full),
             heads: h,
@@ -206,12 +229,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+    fn new(p: nn::Path, cfg: &Config, b: Build) -> Self {
+        let (kind, lora) = (b.kind, b.lora);
         let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
         Mlp {
-            gate_proj: Linear::new(&p, "gate_proj", c, i, kind, lora),
-            up_proj: Linear::new(&p, "up_proj", c, i, kind, lora),
-            down_proj: Linear::new(&p, "down_proj", i, c, kind, lora),
+            gate_proj: Linear::new(&p, "gate_proj", c, i, kind, lora, b.nf4),
+            up_proj: Linear::new(&p, "up_proj", c, i, kind, lora, b.nf4),
+            down_proj: Linear::new(&p, "down_proj", i, c, kind, lora, b.nf4),
         }
     }
 
@@ -230,7 +254,8 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn new(p: nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
+    fn new(p: nn::Path, cfg: &Config, b: Build) -> Self {
+        let (kind, lora) = (b.kind, b.lora);
         let full = lora.is_none();
         Layer {
             input_layernorm: RmsNorm::new(
@@ -240,7 +265,7 @@ impl Layer {
                 kind,
                 full,
             ),
-            self_attn: Attention::new(&p / "self_attn", cfg, kind, lora),
+            self_attn: Attention::new(&p / "self_attn", cfg, b),
             post_attention_layernorm: RmsNorm::new(
                 &p / "post_attention_layernorm",
                 cfg.hidden_size,
@@ -248,7 +273,7 @@ impl Layer {
                 kind,
                 full,
             ),
-            mlp: Mlp::new(&p / "mlp", cfg, kind, lora),
+            mlp: Mlp::new(&p / "mlp", cfg, b),
         }
     }
 
@@ -284,15 +309,15 @@ pub struct Qwen3 {
 impl Qwen3 {
     /// Builds the parameters (zeros/ones; load or `init_random` next) under `root` in `kind`.
     /// With `lora`, the base weights are frozen and the targeted projections get adapters.
-    pub fn new(root: &nn::Path, cfg: &Config, kind: Kind, lora: Option<&LoraConfig>) -> Self {
-        let full = lora.is_none();
+    pub fn new(root: &nn::Path, cfg: &Config, b: Build) -> Self {
+        let (kind, full) = (b.kind, b.lora.is_none());
         let m = root / "model";
         let dev = root.device();
         let (v, c) = (cfg.vocab_size, cfg.hidden_size);
         let embed_tokens =
             (&m / "embed_tokens").add("weight", Tensor::zeros([v, c], (kind, dev)), full);
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::new(&m / "layers" / i, cfg, kind, lora))
+            .map(|i| Layer::new(&m / "layers" / i, cfg, b))
             .collect();
         let norm = RmsNorm::new(&m / "norm", c, cfg.rms_norm_eps, kind, full);
         let lm_head = (!cfg.tie_word_embeddings)
@@ -370,24 +395,60 @@ impl Qwen3 {
     pub fn linears(&self) -> Vec<(String, &Linear)> {
         let mut out = vec![];
         for (i, l) in self.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            for (n, lin) in [
-                ("q_proj", &a.q_proj),
-                ("k_proj", &a.k_proj),
-                ("v_proj", &a.v_proj),
-                ("o_proj", &a.o_proj),
-            ] {
-                out.push((format!("model.layers.{i}.self_attn.{n}"), lin));
-            }
-            let m = &l.mlp;
-            for (n, lin) in [
-                ("gate_proj", &m.gate_proj),
-                ("up_proj", &m.up_proj),
-                ("down_proj", &m.down_proj),
-            ] {
-                out.push((format!("model.layers.{i}.mlp.{n}"), lin));
+            for (n, lin) in PROJECTIONS.iter().zip(l.projections()) {
+                out.push((format!("model.layers.{i}.{n}"), lin));
             }
         }
         out
+    }
+
+    /// The same, mutable (the NF4 loader fills the weights in).
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = vec![];
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (n, lin) in PROJECTIONS.iter().zip(l.projections_mut()) {
+                out.push((format!("model.layers.{i}.{n}"), lin));
+            }
+        }
+        out
+    }
+}
+
+/// A layer's projections under their module paths, in `Layer::projections` order.
+pub const PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+impl Layer {
+    fn projections(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+    }
+
+    fn projections_mut(&mut self) -> [&mut Linear; 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            &mut a.q_proj,
+            &mut a.k_proj,
+            &mut a.v_proj,
+            &mut a.o_proj,
+            &mut m.gate_proj,
+            &mut m.up_proj,
+            &mut m.down_proj,
+        ]
     }
 }

@@ -49,6 +49,36 @@ impl fmt::Display for DType {
     }
 }
 
+/// How the decoder's linear weights are stored: as they are, or frozen in bitsandbytes' NF4
+/// (QLoRA's base: blocks of 64, double-quantized absmax, compute in the model dtype).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Nf4,
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Quantization> {
+        match s {
+            "none" => Ok(Quantization::None),
+            "nf4" => Ok(Quantization::Nf4),
+            other => bail!("quantization `{other}` is not supported: use none or nf4"),
+        }
+    }
+}
+
+impl fmt::Display for Quantization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Quantization::None => "none",
+            Quantization::Nf4 => "nf4",
+        })
+    }
+}
+
 /// Where the model runs: `auto` (CUDA when libtorch sees a GPU, else CPU), `cpu`, `cuda`
 /// (GPU 0), `cuda:N`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -147,6 +147,18 @@ pub fn load_into(
     optional: impl Fn(&str) -> bool,
     skip: &[&str],
 ) -> Result<()> {
+    load_claiming(vars, files, optional, skip, &mut |_, _| Ok(false))
+}
+
+/// `load_into`, offering every tensor that is no var to `claim` first (an NF4 model's linear
+/// weights and their quantization state); what it declines is unexpected.
+pub fn load_claiming(
+    vars: &HashMap<String, Tensor>,
+    files: &[PathBuf],
+    optional: impl Fn(&str) -> bool,
+    skip: &[&str],
+    claim: &mut dyn FnMut(&str, Tensor) -> Result<bool>,
+) -> Result<()> {
     let mut seen = BTreeSet::new();
     let (mut unexpected, mut bad_shape) = (vec![], vec![]);
     for path in files {
@@ -155,7 +167,13 @@ pub fn load_into(
                 return Ok(());
             }
             match vars.get(name) {
-                None => unexpected.push(name.to_string()),
+                None => {
+                    let claimed = claim(name, t)
+                        .with_context(|| format!("{}: tensor {name}", path.display()))?;
+                    if !claimed {
+                        unexpected.push(name.to_string());
+                    }
+                }
                 Some(var) if var.size() != t.size() => bad_shape.push(format!(
                     "{name} (file {:?}, model {:?})",
                     t.size(),

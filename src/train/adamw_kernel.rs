@@ -10,6 +10,7 @@
 //! random bits come from a hash of (key, element index), so a step is a pure function of its
 //! inputs: resumed runs and any ZeRO split round alike. `optim::sr_bits` computes the same bits
 //! with libtorch ops (GPUs, and the reference of tests/adamw_kernel.rs).
+use crate::model::bf16;
 use tch::{Kind, Tensor};
 
 /// The step's scalars, in fp32 as torch's kernels use them.
@@ -47,23 +48,6 @@ pub fn sr_bits(key: u32, index: u32) -> u32 {
     hash32(hash32(index) ^ key)
 }
 
-#[inline(always)]
-fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits((b as u32) << 16)
-}
-
-/// Round to nearest even (libtorch's `to(bfloat16)`), NaN kept NaN.
-#[inline(always)]
-fn bf16_nearest(x: f32) -> u16 {
-    let b = x.to_bits();
-    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
-    if x.is_nan() {
-        ((b >> 16) | 0x40) as u16
-    } else {
-        rounded
-    }
-}
-
 /// Stochastic rounding: `r` (16 random bits) added below the kept bits, then truncated, so `x`
 /// rounds up with probability equal to its distance from the lower bf16 value.
 #[inline(always)]
@@ -91,11 +75,11 @@ impl Elem for f32 {
 impl Elem for u16 {
     #[inline(always)]
     fn get(self) -> f32 {
-        bf16_to_f32(self)
+        bf16::to_f32(self)
     }
     #[inline(always)]
     fn put(x: f32) -> u16 {
-        bf16_nearest(x)
+        bf16::nearest(x)
     }
 }
 
@@ -119,7 +103,7 @@ impl Moment for f32 {
 impl Moment for u16 {
     #[inline(always)]
     fn get(self) -> f32 {
-        bf16_to_f32(self)
+        bf16::to_f32(self)
     }
     #[inline(always)]
     fn put(x: f32, r: u32) -> u16 {

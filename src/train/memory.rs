@@ -290,6 +290,7 @@ fn shape_of(path: &str) -> anyhow::Result<Config> {
         ("qwen3-0.6b", "0.6b"),
         ("qwen3-1.7b", "1.7b"),
         ("qwen3-4b", "4b"),
+        ("qwen3-8b", "8b"),
     ];
     let lower = path.to_lowercase();
     match known.iter().find(|(id, _)| lower.ends_with(id)) {

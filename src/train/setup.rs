@@ -81,6 +81,7 @@ pub fn base_spec(cfg: &RunConfig, world: &World) -> ModelSpec {
         new_lora: cfg.lora_config(),
         tokenizer: cfg.data.tokenizer.clone(),
         seed: cfg.train.seed,
+        quantization: Some(m.quantization),
         ..ModelSpec::new(m.path.clone())
     }
 }
