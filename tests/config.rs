@@ -95,6 +95,33 @@ fn unknown_keys_and_bad_values_are_named() {
     assert!(err("demo-cpu.toml", &["model.device=cuda:x"])
         .contains("[model] device: unknown device `cuda:x`"));
     assert!(err("demo-cpu.toml", &["trainlr=1"]).contains("section.key"));
+    assert!(err("demo-cpu.toml", &["model.quantization=nf8"])
+        .contains("[model] quantization: unknown variant `nf8`"));
+}
+
+/// An NF4 base trains LoRA adapters (QLoRA) with every layer recomputed; anything else is a
+/// clear error at load.
+#[test]
+fn nf4_needs_lora_and_full_recomputation() {
+    let full = err(
+        "demo-cpu.toml",
+        &["model.quantization=nf4", "train.method=full"],
+    );
+    assert!(
+        full.contains("train.method = \"lora\" (QLoRA) only"),
+        "{full}"
+    );
+    let lora = ["model.quantization=nf4", "train.method=lora"];
+    let gc = err(
+        "demo-cpu.toml",
+        &[&lora[..], &["train.gradient_checkpointing=false"]].concat(),
+    );
+    assert!(gc.contains("train.gradient_checkpointing = true"), "{gc}");
+    let some = err(
+        "demo-cpu.toml",
+        &[&lora[..], &["train.checkpoint_layers=1"]].concat(),
+    );
+    assert!(some.contains("remove train.checkpoint_layers"), "{some}");
 }
 
 /// The seed's recipe on Qwen3-1.7B at 2048 tokens on one GPU: full at most 24 GB (the seed needs

@@ -215,12 +215,16 @@ fn live_linear4bit_matches_bnb() {
 #[test]
 fn cpu_dequantize_equals_tensor_ops() {
     tch::manual_seed(7);
-    let w = (Tensor::randn([173, 301], (Kind::Float, tch::Device::Cpu)) * 0.05)
-        .to_kind(Kind::BFloat16);
+    let w =
+        (Tensor::randn([173, 301], (Kind::Float, tch::Device::Cpu)) * 0.05).to_kind(Kind::BFloat16);
     let q = Nf4Weight::quantize(&w);
     for kind in [Kind::BFloat16, Kind::Float] {
         let (a, b) = (q.dequantize(kind), q.dequantize_ops(kind));
         assert_eq!(a.kind(), kind);
-        assert_eq!(bytes(&a), bytes(&b), "{kind:?}: the CPU loop differs from the tensor ops");
+        assert_eq!(
+            bytes(&a),
+            bytes(&b),
+            "{kind:?}: the CPU loop differs from the tensor ops"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! logits carry signal, exact resume after SIGKILL, and saved models that transformers and peft
 //! load with the same logits. The trainer's pieces in process: tests/train_steps.rs.
 mod common;
-use common::{python, rel_diff, root, tokenizer_dir};
+use common::{first_rows, metric, python, rel_diff, root, run_ok, sample_file, tmp, tokenizer_dir};
 use qwen3_sft::model::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -12,17 +12,6 @@ use tch::{Device, Kind, Tensor};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwen3-sft"))
-}
-
-fn sample_file() -> PathBuf {
-    root().join("data/sample/r1_data_example.jsonl")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("qwen3-sft-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A small config for the CLI: sequential order, no SwanLab, every step logged.
@@ -65,35 +54,6 @@ mode = "disabled"
     let p = dir.join("run.toml");
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn first_rows(n: usize, to: &Path) {
-    let text = std::fs::read_to_string(sample_file()).unwrap();
-    let rows: Vec<&str> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(n)
-        .collect();
-    std::fs::write(to, rows.join("\n") + "\n").unwrap();
-}
-
-fn metric(run: &Path, key: &str) -> Vec<(i64, f64)> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|v| Some((v["step"].as_i64()?, v.get(key)?.as_f64()?)))
-        .collect()
-}
-
-fn run_ok(mut c: Command) -> String {
-    let out = c.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "command failed:\n{text}");
-    text
 }
 
 /// Relative, about ten times the worst measured on the signal model (full and LoRA, 5 steps):

@@ -210,7 +210,11 @@ impl Nf4Weight {
             for (j, o) in chunk.iter_mut().enumerate() {
                 let e = s * SPAN + j;
                 let byte = bytes[e / 2];
-                let c = if e.is_multiple_of(2) { byte >> 4 } else { byte & 15 };
+                let c = if e.is_multiple_of(2) {
+                    byte >> 4
+                } else {
+                    byte & 15
+                };
                 *o = put(NF4[c as usize] * absmax[e / BLOCK]);
             }
         });

@@ -96,3 +96,50 @@ pub fn tokenizer_dir() -> PathBuf {
     })
     .clone()
 }
+
+// ---- running the CLI and reading its runs (tests/train.rs, tests/qlora.rs)
+
+/// The committed sample of the data set.
+pub fn sample_file() -> PathBuf {
+    root().join("data/sample/r1_data_example.jsonl")
+}
+
+/// A fresh scratch directory for test `name` in this process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qwen3-sft-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The first `n` rows of the sample, written to `to`.
+pub fn first_rows(n: usize, to: &Path) {
+    let text = std::fs::read_to_string(sample_file()).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .collect();
+    std::fs::write(to, rows.join("\n") + "\n").unwrap();
+}
+
+/// `(step, value)` of metric `key` in a run's metrics.jsonl.
+pub fn metric(run: &Path, key: &str) -> Vec<(i64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| Some((v["step"].as_i64()?, v.get(key)?.as_f64()?)))
+        .collect()
+}
+
+/// Runs `c`, panicking with its output when it fails; returns stdout + stderr.
+pub fn run_ok(mut c: std::process::Command) -> String {
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "command failed:\n{text}");
+    text
+}

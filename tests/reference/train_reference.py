@@ -6,7 +6,7 @@ sides start from the same adapter) and OUT/losses.json: one entry per optimizer 
 grad_norm and learning_rate as the Trainer logs them. tests/train.rs runs the same steps with
 qwen3-sft and compares.
 Usage: python train_reference.py --tokenizer DIR --data FILE --model MODEL --out DIR --method full|lora [...]
-       python train_reference.py signal TOKENIZER_DIR DATA FIRST_ROW MODEL_OUT
+       python train_reference.py signal TOKENIZER_DIR DATA FIRST_ROW MODEL_OUT [HIDDEN]
 """
 import argparse
 import json
@@ -37,16 +37,18 @@ def process_func(example, tokenizer, max_length):
             "labels": labels[:max_length]}
 
 
-def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42):
+def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42, hidden=32):
     """A tiny Qwen3 with Qwen3's vocabulary (tied head, GQA 4/2) whose logits carry signal: a random
     init (std 0.02: loss ln V + 0.006, logits near uniform, so a broken forward barely moves the loss)
     pretrained for `steps` AdamW steps on `window`-token windows of the responses in `rows` (rows the
     tests then do not use), so it has learnt the corpus' token statistics and its loss on unseen rows
     sits well below ln V. Saved to `out` with the tokenizer's files; prints ln V and the first and
-    last step's loss."""
+    last step's loss. `hidden` 64 for NF4 checks: bitsandbytes' AVX-512 CPU dequantization indexes
+    the absmax per row, which equals bnb's flat layout only when in_features is a multiple of 64
+    (as in every released Qwen3); its scalar and CUDA paths are flat, as ours."""
     tok = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = Qwen3Config(vocab_size=151936, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
                       rope_theta=1_000_000.0, max_position_embeddings=4096, attn_implementation="sdpa")
     model = Qwen3ForCausalLM(cfg).float()
@@ -93,15 +95,16 @@ class Record(TrainerCallback):
 def main():
     if sys.argv[1:2] == ["signal"]:
         tok_dir, data, first, out = sys.argv[2:6]
+        hidden = int(sys.argv[6]) if len(sys.argv) > 6 else 32
         rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()][int(first):]
-        signal_model(tok_dir, rows, out)
+        signal_model(tok_dir, rows, out, hidden=hidden)
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--method", choices=["full", "lora"], required=True)
+    ap.add_argument("--method", choices=["full", "lora", "qlora"], required=True)
     ap.add_argument("--samples", type=int, default=24)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=2)
@@ -112,11 +115,19 @@ def main():
     a = ap.parse_args()
     out = Path(a.out)
     torch.manual_seed(a.seed)
-    model = Qwen3ForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
+    if a.method == "qlora":
+        # QLoRA as the seed repository's 8B fork loads it: bf16, NF4 with double quantization
+        from transformers import BitsAndBytesConfig
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                 bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+        model = Qwen3ForCausalLM.from_pretrained(a.model, dtype=torch.bfloat16, attn_implementation="sdpa",
+                                                 quantization_config=bnb, device_map="cpu")
+    else:
+        model = Qwen3ForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="sdpa")
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
     rows = [json.loads(l) for l in open(a.data, encoding="utf-8") if l.strip()][: a.samples]
     data = [process_func(r, tok, a.max_length) for r in rows]
-    if a.method == "lora":
+    if a.method in ("lora", "qlora"):
         from peft import LoraConfig, TaskType, get_peft_model
         lcfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=8, lora_alpha=32, lora_dropout=0.0,
                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
