@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 BIN   := target/release/qwen3-sft
 CARGO ?= cargo
 
-.PHONY: setup pydeps tokenizer build test fuzz demo split train-full train-lora parity clippy fmt swanlab-test swanlab-golden golden-data gguf-test llama-cpp
+.PHONY: setup pydeps tokenizer build test fuzz demo split train-full train-lora train-qlora parity clippy fmt swanlab-test swanlab-golden golden-data gguf-test llama-cpp
 
 setup:
 	@scripts/setup.sh
@@ -94,6 +94,9 @@ train-full: $(BIN)
 	$(TRAIN) --config configs/qwen3-1.7b-full.toml $(ARGS)
 train-lora: $(BIN)
 	$(TRAIN) --config configs/qwen3-1.7b-lora.toml $(ARGS)
+# QLoRA on Qwen3-8B (4-bit NF4 base, 8-bit AdamW), the seed repository's 8B fork's recipe.
+train-qlora: $(BIN)
+	$(TRAIN) --config configs/qwen3-8b-qlora.toml $(ARGS)
 
 split: setup $(BIN)
 	$(BIN) split --dataset_name krisfu/delicate_medical_r1_data --output_dir data --train_ratio 0.85 --seed 42

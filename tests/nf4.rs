@@ -19,7 +19,7 @@
 mod common;
 use common::{golden, python, rel_diff, root};
 use qwen3_sft::model::blockwise::{self, dynamic_map};
-use qwen3_sft::model::nf4::{Linear4bit, Nf4Weight, NF4};
+use qwen3_sft::model::nf4::{self, Linear4bit, Nf4Weight, NF4};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -210,8 +210,9 @@ fn live_linear4bit_matches_bnb() {
 }
 
 /// The CPU dequantization loop against the tensor-op form GPUs run, bit for bit, in bf16 and
-/// fp32, on a ragged size (a partial 64-block and a partial nested block). Planted: the low
-/// nibble for even elements fails both kinds.
+/// fp32, on a ragged size (a partial 64-block and a partial nested block), in one slice and in
+/// many. Planted: the low nibble for even elements fails both kinds; every slice scaled by
+/// the first slice's absmax fails the sliced case.
 #[test]
 fn cpu_dequantize_equals_tensor_ops() {
     tch::manual_seed(7);
@@ -219,12 +220,16 @@ fn cpu_dequantize_equals_tensor_ops() {
         (Tensor::randn([173, 301], (Kind::Float, tch::Device::Cpu)) * 0.05).to_kind(Kind::BFloat16);
     let q = Nf4Weight::quantize(&w);
     for kind in [Kind::BFloat16, Kind::Float] {
-        let (a, b) = (q.dequantize(kind), q.dequantize_ops(kind));
+        let a = q.dequantize(kind);
         assert_eq!(a.kind(), kind);
-        assert_eq!(
-            bytes(&a),
-            bytes(&b),
-            "{kind:?}: the CPU loop differs from the tensor ops"
-        );
+        // one slice, and slices of 5 blocks (a ragged last one)
+        for slice in [nf4::OPS_SLICE_BLOCKS, 5] {
+            let b = q.dequantize_ops(kind, slice);
+            assert_eq!(
+                bytes(&a),
+                bytes(&b),
+                "{kind:?}, slices of {slice}: CPU loop != ops"
+            );
+        }
     }
 }

@@ -181,7 +181,7 @@ impl Nf4Weight {
         match (self.device(), kind) {
             (Device::Cpu, Kind::BFloat16) => self.dequantize_cpu(kind, bf16::nearest),
             (Device::Cpu, Kind::Float) => self.dequantize_cpu(kind, |v: f32| v),
-            _ => self.dequantize_ops(kind),
+            _ => self.dequantize_ops(kind, OPS_SLICE_BLOCKS),
         }
     }
 
@@ -221,28 +221,38 @@ impl Nf4Weight {
         out
     }
 
-    /// `dequantize` in tensor ops, for any device.
-    pub fn dequantize_ops(&self, kind: Kind) -> Tensor {
-        let bytes = self.packed.view([-1]);
-        let hi = bytes.bitwise_right_shift_tensor_scalar(4);
-        let lo = bytes.bitwise_and(15);
-        // [bytes, 2] -> [2 * bytes]: element 2i from the high nibble
-        let codes = Tensor::stack(&[hi, lo], 1).view([-1]).to_kind(Kind::Int64);
-        let table = Tensor::from_slice(&NF4).to_device(self.device());
-        let vals = table.index_select(0, &codes);
+    /// `dequantize` in tensor ops, for any device, `slice_blocks` 64-blocks at a time into the
+    /// output, so the temporaries (int64 byte indices, f32 value pairs and products: 16 bytes
+    /// per value) stay bounded whatever the weight's size ([`OPS_SLICE_BLOCKS`]).
+    pub fn dequantize_ops(&self, kind: Kind, slice_blocks: i64) -> Tensor {
+        let dev = self.device();
+        let (n, per) = (self.numel(), BLOCK as i64);
+        // [256, 2]: the two values of every byte, the high nibble's first
+        let pairs: Vec<f32> = (0..256).flat_map(|b| [NF4[b >> 4], NF4[b & 15]]).collect();
+        let lut = Tensor::from_slice(&pairs).view([256, 2]).to_device(dev);
         let absmax = self.absmax_f32();
         let blocks = absmax.size()[0];
-        let per = BLOCK as i64;
-        // [2 * bytes] -> [blocks, 64]: one absmax per row (the padding is cut off below)
-        let vals = vals.constant_pad_nd([0, blocks * per - vals.size()[0]]);
-        let vals = vals.view([blocks, per]) * absmax.unsqueeze(1);
-        let n = self.numel();
-        vals.view([-1])
-            .narrow(0, 0, n)
-            .view(self.shape.as_slice())
-            .to_kind(kind)
+        let bytes = self.packed.view([-1]);
+        let out = Tensor::empty([n], (kind, dev));
+        let mut b0 = 0;
+        while b0 < blocks {
+            let nb = slice_blocks.min(blocks - b0);
+            let (e0, ne) = (b0 * per, (nb * per).min(n - b0 * per)); // even start: 64 | e0
+            let idx = bytes.narrow(0, e0 / 2, (ne + 1) / 2).to_kind(Kind::Int64);
+            // [bytes, 2] -> [nb, 64]: one absmax per row (a ragged tail padded, then cut off)
+            let vals = lut.index_select(0, &idx).view([-1]);
+            let vals = vals.constant_pad_nd([0, nb * per - vals.size()[0]]);
+            let vals = vals.view([nb, per]) * absmax.narrow(0, b0, nb).unsqueeze(1);
+            out.narrow(0, e0, ne)
+                .copy_(&vals.view([-1]).narrow(0, 0, ne));
+            b0 += nb;
+        }
+        out.view(self.shape.as_slice())
     }
 }
+
+/// 64-blocks per slice of [`Nf4Weight::dequantize_ops`]: 4M values, about 64 MB of temporaries.
+pub const OPS_SLICE_BLOCKS: i64 = 65536;
 
 /// The elements of a contiguous CPU tensor.
 fn cpu_slice<T>(t: &Tensor) -> &[T] {

@@ -58,6 +58,23 @@ pub struct Plan<'a> {
     pub recomputed_layers: i64,
     pub chunk: i64,
     pub device: Device,
+    /// The decoder's linears in NF4 (QLoRA).
+    pub nf4: bool,
+}
+
+/// Bytes per NF4 weight: half a byte of code, an 8-bit absmax per 64 values and an f32 nested
+/// absmax per 256 of those (model/nf4.rs, as bitsandbytes stores them).
+const NF4_BYTES: f64 = 0.5 + 1.0 / 64.0 + 4.0 / (64.0 * 256.0);
+
+/// Parameters of one decoder layer's seven projections.
+fn layer_linear_params(cfg: &Config) -> f64 {
+    let (c, hd, kvd, i) = (
+        cfg.hidden_size,
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    (2 * c * hd + 2 * c * kvd + 3 * c * i) as f64
 }
 
 fn lora_params(cfg: &Config, l: &LoraConfig) -> f64 {
@@ -96,9 +113,10 @@ fn layer_bytes_per_token(cfg: &Config, b: f64, lora: Option<&LoraConfig>) -> f64
     let attn = 4.0 * (hd + kvd) + b * (8.0 * hd + 3.0 * kvd) + 4.0 * cfg.num_attention_heads as f64;
     // gate output, its SiLU, up output, and the product fed to down_proj
     let mlp = 4.0 * b * i;
-    // LoRA branches cast their input to fp32 (and keep a dropout mask)
+    // LoRA branches cast their input to fp32, which lora_A keeps (after dropout: the dropped
+    // copy, and dropout keeps a one-byte mask)
     let adapters: f64 = lora.map_or(0.0, |l| {
-        let drop = if l.dropout > 0.0 { 2.0 } else { 1.0 };
+        let drop = if l.dropout > 0.0 { 1.25 } else { 1.0 };
         l.targets
             .iter()
             .map(|t| match t.as_str() {
@@ -164,13 +182,28 @@ pub fn estimate(p: &Plan) -> Budget {
         Device::Cpu => 0.45e9,
         _ => 0.6e9,
     };
+    // NF4: the linears at NF4_BYTES; one layer's dequantized weights live at a time (saved by
+    // the layer recomputed in backward), plus the bounded slices of the GPU dequantization
+    let (weights, dequantized) = if p.nf4 {
+        let linear = layer_linear_params(cfg) * layers;
+        let slices = match p.device {
+            Device::Cpu => 0.0,
+            _ => crate::model::nf4::OPS_SLICE_BLOCKS as f64 * 64.0 * 16.0,
+        };
+        (
+            (params - linear) * b + linear * NF4_BYTES,
+            layer_linear_params(cfg) * b + slices,
+        )
+    } else {
+        (params * b, 0.0)
+    };
     Budget {
-        weights: params * b + adapter * 4.0,
+        weights: weights + adapter * 4.0,
         gradients: trainable_bytes,
         optimizer: trainable * state_bytes,
         activations,
         logits,
-        temporaries,
+        temporaries: temporaries + dequantized,
         runtime,
     }
 }
@@ -217,6 +250,7 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         recomputed_layers: recomputed as i64,
         chunk: t.loss_chunk.get(),
         device,
+        nf4: cfg.model.quantization == crate::model::Quantization::Nf4,
     });
     let world = planned_world(cfg)?;
     let ranks = match world {
@@ -233,10 +267,14 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         }
     };
     Ok(format!(
-        "memory budget on {device:?}{ranks}: {} ({:.3} B parameters, {}), {} x {} tokens, {recomputed} of {layers} layers recomputed\n{}",
+        "memory budget on {device:?}{ranks}: {} ({:.3} B parameters, {}{}), {} x {} tokens, {recomputed} of {layers} layers recomputed\n{}",
         cfg.model.path,
         shape.num_params() as f64 / 1e9,
         cfg.model.dtype,
+        match cfg.model.quantization {
+            crate::model::Quantization::Nf4 => ", linears in NF4",
+            crate::model::Quantization::None => "",
+        },
         t.batch_size.get(),
         cfg.data.max_length.get(),
         b.table()
