@@ -204,6 +204,39 @@ fn qlora_matches_trainer_peft_bitsandbytes() {
     assert!(d <= EVAL_TOL, "eval loss of the adapter differs by {d:.1e}");
     assert!((ours - base).abs() > 1e-3, "the adapter changed nothing");
     merge_matches_peft(&dir, model, &final_dir);
+    // generation decodes on the NF4 base with the adapter (greedy: the merged model's tokens)
+    let gen = |m: &Path, extra: &[&str]| {
+        let mut c = bin();
+        c.arg("generate").arg("--model").arg(m).args(extra);
+        c.args([
+            "--device",
+            "cpu",
+            "--greedy",
+            "--json",
+            "--max-new-tokens",
+            "8",
+        ])
+        .args([
+            "--prompt-ids",
+            "151644,872,198,100,151645,198,151644,77091,198",
+        ]);
+        last_json(&run_ok(c))["token_ids"].clone()
+    };
+    let adapter = final_dir.to_str().unwrap();
+    let on_nf4 = gen(
+        model,
+        &[
+            "--quantization",
+            "nf4",
+            "--dtype",
+            "bf16",
+            "--adapter",
+            adapter,
+        ],
+    );
+    let merged = gen(&dir.join("merged"), &[]);
+    println!("greedy on NF4 + adapter {on_nf4}, on the merged model {merged}");
+    assert_eq!(on_nf4.as_array().map(Vec::len), Some(8), "{on_nf4}");
     let _ = std::fs::remove_dir_all(&dir); // kept only when the test fails
 }
 
