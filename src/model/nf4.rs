@@ -80,11 +80,24 @@ pub fn quantize_codes(x: &[f32]) -> (Vec<u8>, Vec<f32>) {
     let full = x.len() / BLOCK * BLOCK;
     let mut codes = Vec::with_capacity(x.len() + 1);
     let mut absmax = Vec::with_capacity(x.len().div_ceil(BLOCK));
-    for block in x[..full].chunks(BLOCK) {
-        let am = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let inv = 1.0 / am.max(1e-38); // `A * (1.0 / absmax.clamp(min=1e-38))`
-        codes.extend(block.iter().map(|&v| code((v * inv).clamp(-1.0, 1.0))));
-        absmax.push(am);
+    // blocks are independent: spans of 1024 blocks in parallel, joined in order
+    let spans: Vec<(Vec<u8>, Vec<f32>)> = x[..full]
+        .par_chunks(BLOCK * 1024)
+        .map(|span| {
+            let mut c = Vec::with_capacity(span.len());
+            let mut a = Vec::with_capacity(span.len() / BLOCK);
+            for block in span.chunks(BLOCK) {
+                let am = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let inv = 1.0 / am.max(1e-38); // `A * (1.0 / absmax.clamp(min=1e-38))`
+                c.extend(block.iter().map(|&v| code((v * inv).clamp(-1.0, 1.0))));
+                a.push(am);
+            }
+            (c, a)
+        })
+        .collect();
+    for (c, a) in spans {
+        codes.extend(c);
+        absmax.extend(a);
     }
     if full < x.len() {
         // the partial block keeps the clamped absmax and is divided, not multiplied
