@@ -125,7 +125,8 @@ fn nf4_needs_lora_and_full_recomputation() {
 }
 
 /// The seed's recipe on Qwen3-1.7B at 2048 tokens on one GPU: full at most 24 GB (the seed needs
-/// 32), LoRA at most 8 GB (the seed needs 28), as the budget counts them.
+/// 32), LoRA at most 8 GB (the seed needs 28), and the 8B fork's QLoRA at most 10 GB, as the
+/// budget counts them.
 #[test]
 fn dry_run_budgets_meet_the_targets() {
     let total = |name: &str| {
@@ -142,4 +143,7 @@ fn dry_run_budgets_meet_the_targets() {
     let (full, lora) = (total("qwen3-1.7b-full.toml"), total("qwen3-1.7b-lora.toml"));
     assert!(full <= 24.0, "full fine-tuning budget {full} GB");
     assert!(lora <= 8.0, "LoRA budget {lora} GB");
+    // QLoRA on Qwen3-8B (NF4 base) at most 10 GB
+    let qlora = total("qwen3-8b-qlora.toml");
+    assert!(qlora <= 10.0, "Qwen3-8B QLoRA budget {qlora} GB");
 }
