@@ -139,15 +139,18 @@ impl Model {
         self.vs.device()
     }
 
-    /// The base model's tensors under their HF names, LoRA merged in when `merge` (the tied head
-    /// is not repeated, as `save_pretrained` does). NF4 linears come dequantized.
-    pub fn hf_tensors(&self, merge: bool) -> Vec<(String, Tensor)> {
-        let mut out: BTreeMap<String, Tensor> = self
-            .vs
+    /// The var store's tensors but the LoRA adapters (the whole base of a dense model).
+    fn base_vars(&self) -> impl Iterator<Item = (String, Tensor)> {
+        self.vs
             .variables()
             .into_iter()
             .filter(|(n, _)| !n.contains(".lora_A.") && !n.contains(".lora_B."))
-            .collect();
+    }
+
+    /// The base model's tensors under their HF names, LoRA merged in when `merge` (the tied head
+    /// is not repeated, as `save_pretrained` does). NF4 linears come dequantized.
+    pub fn hf_tensors(&self, merge: bool) -> Vec<(String, Tensor)> {
+        let mut out: BTreeMap<String, Tensor> = self.base_vars().collect();
         for (n, l) in self.net.linears() {
             let dense = matches!(l.weight, lora::Weight::Dense(_));
             if merge || !dense {

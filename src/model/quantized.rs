@@ -137,12 +137,7 @@ impl Model {
     /// The base model in transformers' 4-bit form: NF4 linears as their six tensors each, the
     /// rest (not LoRA) as stored; sorted by name.
     pub fn nf4_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| !n.contains(".lora_A.") && !n.contains(".lora_B."))
-            .collect();
+        let mut out: Vec<(String, Tensor)> = self.base_vars().collect();
         for (n, l) in self.net.linears() {
             let Weight::Nf4(w) = &l.weight else {
                 bail!("{n} is not quantized: build the model with quantization nf4");
