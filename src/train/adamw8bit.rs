@@ -39,6 +39,16 @@ pub enum Moments {
     },
 }
 
+impl Moments {
+    /// Zero f32 moments for `n` elements.
+    fn full(n: usize) -> Self {
+        Moments::Full {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+}
+
 pub struct Param {
     pub name: String,
     pub tensor: Tensor,
@@ -132,14 +142,20 @@ fn values(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(&flat).expect("a CPU f32 tensor")
 }
 
+/// Bytes of moments a parameter of `n` elements holds: f32 m and v under `MIN_8BIT_SIZE` (or
+/// with `fp32`), else a byte each and an f32 absmax per block of each (`--dry-run` counts these).
+pub fn moment_bytes(n: usize, fp32: bool) -> usize {
+    match fp32 || n < MIN_8BIT_SIZE {
+        true => 8 * n,
+        false => 2 * n + 8 * blockwise::blocks(n, BLOCK),
+    }
+}
+
 impl Param {
     fn new(name: String, tensor: Tensor, decay: bool) -> Self {
         let n = tensor.numel();
         let moments = if n < MIN_8BIT_SIZE {
-            Moments::Full {
-                m: vec![0.0; n],
-                v: vec![0.0; n],
-            }
+            Moments::full(n)
         } else {
             let blocks = blockwise::blocks(n, BLOCK);
             Moments::Quantized {
@@ -236,6 +252,24 @@ impl AdamW8bit {
             eps,
             weight_decay: wd,
             step: 0,
+        }
+    }
+
+    /// Keeps f32 moments (and bnb's 32-bit update) for parameter `name` whatever its size, as
+    /// bnb's `GlobalOptimManager.register_module_override(module, "weight", {"optim_bits": 32})`
+    /// does; transformers' Trainer registers every embedding so for `optim="adamw_bnb_8bit"`.
+    /// Before the first step; returns whether `name` is one of the parameters.
+    pub fn keep_fp32(&mut self, name: &str) -> bool {
+        assert_eq!(
+            self.step, 0,
+            "keep_fp32 after a step would drop the moments"
+        );
+        match self.params.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                p.moments = Moments::full(p.tensor.numel());
+                true
+            }
+            None => false,
         }
     }
 
