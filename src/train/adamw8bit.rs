@@ -14,7 +14,8 @@
 //! of the torch ops bnb calls (so the weights and the codes are bit-identical to bnb's): scalars
 //! are computed in f64 as Python does and rounded to f32 as torch does when it applies them;
 //! `add_(x, alpha=a)` is one fused multiply-add, as torch's vectorised CPU kernel computes it.
-//! Blocks are independent, so they update in parallel.
+//! Blocks are independent, so they update in parallel, and in slices of whole blocks (`SLICE`),
+//! so that no f32 copy of a whole tensor is made.
 use crate::model::blockwise::{self, Quantizer};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -25,6 +26,14 @@ use tch::{Device, Kind, Tensor};
 pub const BLOCK: usize = 256;
 /// bnb's `min_8bit_size`: smaller tensors keep f32 moments.
 pub const MIN_8BIT_SIZE: usize = 4096;
+/// Elements updated at once (1024 blocks): the f32 copies of a slice's weights, gradient and
+/// moments are 1 MB each, where whole tensors' would be the embedding's size each (1.2 GB for
+/// Qwen3-1.7B's). Every element's arithmetic is the same in slices (torch's sqrt too: its
+/// result does not depend on where an element sits in the tensor), so slicing changes no bit.
+pub const SLICE: usize = 1 << 18;
+/// The f32 copies of one slice alive at once during the update (weights, gradient, both
+/// moments, their square root, torch's sqrt input and output, the written-back weights).
+pub const SLICE_COPIES: usize = 8;
 
 /// A parameter's moments.
 pub enum Moments {
@@ -173,48 +182,59 @@ impl Param {
         }
     }
 
-    fn update(&mut self, s: &Scalars, grad: &Tensor) {
-        let g = values(grad);
-        let mut p = values(&self.tensor);
-        let n = p.len();
+    /// The update, `slice` elements (whole blocks) at a time: each slice's weights and gradient
+    /// are read into f32 vectors, updated with their moments, and written back.
+    fn update(&mut self, s: &Scalars, grad: &Tensor, slice: usize) {
+        let n = self.tensor.numel();
+        let (w, g) = (self.tensor.view([-1]), grad.reshape([-1]));
         let decay = self.decay;
         let (sm, sv) = (blockwise::signed(), blockwise::unsigned());
-        match &mut self.moments {
-            Moments::Full { m, v } => {
-                for i in 0..n {
-                    s.moments(&mut m[i], &mut v[i], g[i]);
+        for start in (0..n).step_by(slice) {
+            let end = (start + slice).min(n);
+            let part = |t: &Tensor| t.narrow(0, start as i64, (end - start) as i64);
+            let g = values(&part(&g));
+            let mut p = values(&part(&w));
+            match &mut self.moments {
+                Moments::Full { m, v } => {
+                    let (m, v) = (&mut m[start..end], &mut v[start..end]);
+                    for i in 0..p.len() {
+                        s.moments(&mut m[i], &mut v[i], g[i]);
+                    }
+                    let root = torch_sqrt(v);
+                    for i in 0..p.len() {
+                        s.step_32bit(&mut p[i], m[i], root[i], decay);
+                    }
                 }
-                let root = torch_sqrt(v);
-                for i in 0..n {
-                    s.step_32bit(&mut p[i], m[i], root[i], decay);
+                Moments::Quantized {
+                    m: qm,
+                    v: qv,
+                    absmax_m,
+                    absmax_v,
+                } => {
+                    let (qm, qv) = (&mut qm[start..end], &mut qv[start..end]);
+                    let blocks = start / BLOCK..end.div_ceil(BLOCK);
+                    let am = &mut absmax_m[blocks.clone()];
+                    let av = &mut absmax_v[blocks];
+                    let (mut m, mut v) = (vec![0f32; p.len()], vec![0f32; p.len()]);
+                    blockwise::dequantize(sm.code(), qm, am, BLOCK, &mut m);
+                    blockwise::dequantize(sv.code(), qv, av, BLOCK, &mut v);
+                    for i in 0..p.len() {
+                        s.moments(&mut m[i], &mut v[i], g[i]);
+                    }
+                    let root = torch_sqrt(&v);
+                    for i in 0..p.len() {
+                        s.step_8bit(&mut p[i], m[i], root[i], decay);
+                    }
+                    quantize(sm, &m, qm, am);
+                    quantize(sv, &v, qv, av);
                 }
             }
-            Moments::Quantized {
-                m: qm,
-                v: qv,
-                absmax_m,
-                absmax_v,
-            } => {
-                let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
-                blockwise::dequantize(sm.code(), qm, absmax_m, BLOCK, &mut m);
-                blockwise::dequantize(sv.code(), qv, absmax_v, BLOCK, &mut v);
-                for i in 0..n {
-                    s.moments(&mut m[i], &mut v[i], g[i]);
-                }
-                let root = torch_sqrt(&v);
-                for i in 0..n {
-                    s.step_8bit(&mut p[i], m[i], root[i], decay);
-                }
-                quantize(sm, &m, qm, absmax_m);
-                quantize(sv, &v, qv, absmax_v);
-            }
+            // `p.data.copy_(p_fp32)`: one rounding into a bf16 weight
+            let new = Tensor::from_slice(&p)
+                .to_kind(self.tensor.kind())
+                .to_device(self.tensor.device());
+            tch::no_grad(|| part(&w).copy_(&new));
         }
-        // `p.data.copy_(p_fp32)`: one rounding into a bf16 weight
-        let new = Tensor::from_slice(&p)
-            .view(self.tensor.size().as_slice())
-            .to_kind(self.tensor.kind())
-            .to_device(self.tensor.device());
-        tch::no_grad(|| self.tensor.shallow_clone().copy_(&new));
     }
 
     /// Bytes of moments held.
@@ -233,6 +253,8 @@ pub struct AdamW8bit {
     pub weight_decay: f64,
     /// Optimizer steps taken (bnb's `state["step"]`).
     pub step: i64,
+    /// Elements updated at once, a multiple of `BLOCK` (`SLICE`; tests set less).
+    pub slice: usize,
 }
 
 impl AdamW8bit {
@@ -252,6 +274,7 @@ impl AdamW8bit {
             eps,
             weight_decay: wd,
             step: 0,
+            slice: SLICE,
         }
     }
 
@@ -275,14 +298,20 @@ impl AdamW8bit {
 
     /// One step over every parameter with a gradient.
     pub fn step(&mut self, lr: f64) {
+        assert!(
+            self.slice > 0 && self.slice.is_multiple_of(BLOCK),
+            "slices of whole blocks"
+        );
         self.step += 1;
         let s = Scalars::new(self.betas, self.eps, lr, self.weight_decay, self.step);
-        for p in &mut self.params {
-            let g = p.tensor.grad();
-            if g.defined() {
-                p.update(&s, &g);
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let g = p.tensor.grad();
+                if g.defined() {
+                    p.update(&s, &g, self.slice);
+                }
             }
-        }
+        });
     }
 
     pub fn zero_grad(&mut self) {
