@@ -133,6 +133,9 @@ pub fn optimizer(
     let whole = |params| match t.optim {
         Optim::Adamw => Optimizer::AdamW(AdamW::new(params, betas, eps, decay, moments)),
         Optim::Adamw8bit => {
+            if m.device() != tch::Device::Cpu && world.is_main() {
+                eprintln!("warning: train.optim = \"adamw8bit\" keeps its state in host memory and updates on the CPU: each step copies the trainable weights and gradients from the {:?} to the host and back", m.device());
+            }
             let mut o = AdamW8bit::new(params, betas, eps, decay);
             o.keep_fp32(EMBEDDING);
             Optimizer::AdamW8bit(o)
