@@ -178,8 +178,15 @@ fn live_adamw8bit_resumes_exactly() {
     ));
     let (tensors, meta) = opt.state_tensors();
     qwen3_sft::model::weights::write_safetensors(&file, &tensors, &meta).unwrap();
-    let saved = golden(&file);
+    // the trainer writes the state from the optimizer's buffers: the same bytes
+    let opt = qwen3_sft::train::optimizer::Optimizer::AdamW8bit(opt);
+    let streamed = file.with_extension("streamed");
+    opt.write_state(&streamed).unwrap();
+    let same = std::fs::read(&file).unwrap() == std::fs::read(&streamed).unwrap();
+    assert!(same, "{} and {} differ", file.display(), streamed.display());
+    let saved = golden(&streamed);
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&streamed);
     // a fresh optimizer over the step-3 weights, its moments from the file
     let mut resumed = {
         let params = NAMES

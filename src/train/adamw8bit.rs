@@ -342,18 +342,24 @@ fn elements<T: tch::kind::Element + Copy>(t: &Tensor, n: usize, what: &str) -> R
         .with_context(|| format!("cannot read optimizer state `{what}`"))
 }
 
+/// A state tensor's values, borrowed from the optimizer.
+pub enum State<'a> {
+    Codes(&'a [u8]),
+    Values(&'a [f32]),
+}
+
 impl AdamW8bit {
     /// The moments under bnb's state names: `state1.<name>` and `state2.<name>` (u8 codes, or f32
     /// for small tensors), `absmax1.<name>` and `absmax2.<name>` (f32, quantized ones only).
     /// Saved and loaded as they are, so a resumed run continues bit for bit.
-    pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
-        let mut out = vec![];
+    pub fn state(&self) -> Vec<(String, State<'_>)> {
+        let mut out: Vec<(String, State<'_>)> = vec![];
         for p in &self.params {
-            let mut put = |key: &str, t: Tensor| out.push((format!("{key}.{}", p.name), t));
+            let mut put = |key: &str, s| out.push((format!("{key}.{}", p.name), s));
             match &p.moments {
                 Moments::Full { m, v } => {
-                    put("state1", Tensor::from_slice(m));
-                    put("state2", Tensor::from_slice(v));
+                    put("state1", State::Values(m));
+                    put("state2", State::Values(v));
                 }
                 Moments::Quantized {
                     m,
@@ -361,13 +367,26 @@ impl AdamW8bit {
                     absmax_m,
                     absmax_v,
                 } => {
-                    put("state1", Tensor::from_slice(m));
-                    put("state2", Tensor::from_slice(v));
-                    put("absmax1", Tensor::from_slice(absmax_m));
-                    put("absmax2", Tensor::from_slice(absmax_v));
+                    put("state1", State::Codes(m));
+                    put("state2", State::Codes(v));
+                    put("absmax1", State::Values(absmax_m));
+                    put("absmax2", State::Values(absmax_v));
                 }
             }
         }
+        out
+    }
+
+    /// [`AdamW8bit::state`] copied into tensors, with the metadata `optimizer = adamw8bit`.
+    pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
+        let out = self
+            .state()
+            .into_iter()
+            .map(|(name, s)| match s {
+                State::Codes(c) => (name, Tensor::from_slice(c)),
+                State::Values(v) => (name, Tensor::from_slice(v)),
+            })
+            .collect();
         let meta = [("optimizer".to_string(), "adamw8bit".to_string())].into();
         (out, meta)
     }

@@ -203,8 +203,7 @@ pub fn save(
             ),
             false => "optimizer.safetensors".into(),
         };
-        let (tensors, meta) = opt.state_tensors();
-        weights::write_safetensors(&tmp.join(file), &tensors, &meta)
+        opt.write_state(&tmp.join(file))
     };
     let what = format!("writing {}", dir.display());
     let write = || -> Result<()> {

@@ -2,11 +2,14 @@
 //! (adamw8bit.rs), with the few operations a step and a checkpoint need. Both step every rank's
 //! full state identically under DDP; only AdamW holds ZeRO shards (config validation keeps
 //! adamw8bit to `zero_stage = 0`).
-use super::adamw8bit::AdamW8bit;
+use super::adamw8bit::{AdamW8bit, State};
 use super::optim::{self, AdamW, Moments};
 use crate::config::Optim;
+use crate::model::weights;
 use anyhow::{Context, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use tch::Tensor;
 
 pub enum Optimizer {
@@ -68,6 +71,17 @@ impl Optimizer {
         (tensors, meta)
     }
 
+    /// Writes `state_tensors` to `file` (safetensors). AdamW8bit's state is written from its own
+    /// buffers: copying it into tensors first would double its memory at every save.
+    pub fn write_state(&self, file: &Path) -> Result<()> {
+        if let Optimizer::AdamW8bit(o) = self {
+            let meta = [("optimizer".to_string(), self.kind().to_string())].into();
+            return write_borrowed(file, &o.state(), &meta);
+        }
+        let (tensors, meta) = self.state_tensors();
+        weights::write_safetensors(file, &tensors, &meta)
+    }
+
     /// Restores the state read from a checkpoint (`checkpoint::read_optimizer`) and the step
     /// count. AdamW8bit's state is never split (no ZeRO), so each tensor is one whole part.
     pub fn load_state(&mut self, saved: &Moments, step: i64) -> Result<()> {
@@ -86,4 +100,57 @@ impl Optimizer {
             }
         }
     }
+}
+
+/// What `weights::write_safetensors` writes for the 1-D tensors of `state`, from the borrowed
+/// buffers: the same header (the metadata, then each tensor in order; padded to 8 bytes), then
+/// each buffer's little-endian bytes.
+fn write_borrowed(
+    path: &Path,
+    state: &[(String, State)],
+    meta: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(meta));
+    let mut offset = 0u64;
+    for (name, s) in state {
+        let (dtype, n, bytes) = match s {
+            State::Codes(c) => ("U8", c.len(), c.len()),
+            State::Values(v) => ("F32", v.len(), 4 * v.len()),
+        };
+        let end = offset + bytes as u64;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": [n], "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut h = serde_json::to_vec(&header)?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let what = || format!("cannot write {}", path.display());
+    let file = std::fs::File::create(path).with_context(what)?;
+    let mut w = BufWriter::with_capacity(1 << 22, file);
+    w.write_all(&(h.len() as u64).to_le_bytes())?;
+    w.write_all(&h)?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for (_, s) in state {
+        match s {
+            State::Codes(c) => w.write_all(c).with_context(what)?,
+            State::Values(v) => {
+                for chunk in v.chunks(1 << 14) {
+                    buf.clear();
+                    buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+                    w.write_all(&buf).with_context(what)?;
+                }
+            }
+        }
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(what)?;
+    file.sync_all().with_context(what)?;
+    Ok(())
 }
