@@ -91,7 +91,7 @@ pub fn trainable_tensors(cfg: &Config, lora: Option<&LoraConfig>) -> Vec<(i64, b
         cfg.num_key_value_heads * cfg.head_dim,
         cfg.intermediate_size,
     );
-    let mut layer: Vec<i64> = match lora {
+    let layer: Vec<i64> = match lora {
         // A is (r, in), B (out, r)
         Some(l) => l
             .targets
@@ -108,11 +108,23 @@ pub fn trainable_tensors(cfg: &Config, lora: Option<&LoraConfig>) -> Vec<(i64, b
             })
             .collect(),
         // q k v o, q_norm k_norm, gate up down, the two norms
-        None => vec![c * hd, c * kvd, c * kvd, hd * c, cfg.head_dim, cfg.head_dim],
+        None => {
+            let d = cfg.head_dim;
+            vec![
+                c * hd,
+                c * kvd,
+                c * kvd,
+                hd * c,
+                d,
+                d,
+                c * i,
+                c * i,
+                i * c,
+                c,
+                c,
+            ]
+        }
     };
-    if lora.is_none() {
-        layer.extend([c * i, c * i, i * c, c, c]);
-    }
     let mut all: Vec<(i64, bool)> = vec![];
     if lora.is_none() {
         all.push((cfg.vocab_size * c, true));
