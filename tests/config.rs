@@ -124,6 +124,55 @@ fn nf4_needs_lora_and_full_recomputation() {
     assert!(some.contains("remove train.checkpoint_layers"), "{some}");
 }
 
+/// `train.optim` takes `adamw` (the default) or `adamw8bit`; with adamw8bit a non-default
+/// `optim_state_dtype` (AdamW's) and ZeRO stages 1 and 2 are errors at load.
+#[test]
+fn optim_values_and_the_rules_of_adamw8bit() {
+    use qwen3_sft::config::Optim;
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::load(&cfg("demo-cpu.toml"), &sets)
+    };
+    assert_eq!(load(&[]).unwrap().train.optim, Optim::Adamw);
+    let c = load(&["train.optim=adamw8bit"]).unwrap();
+    assert_eq!(c.train.optim, Optim::Adamw8bit);
+    // DDP, and `auto` (the default) moments, are fine
+    load(&["train.optim=adamw8bit", "distributed.zero_stage=0"]).unwrap();
+    load(&["train.optim=adamw8bit", "train.optim_state_dtype=auto"]).unwrap();
+    let unknown = err("demo-cpu.toml", &["train.optim=adam8bit"]);
+    assert!(
+        unknown
+            .contains("[train] optim: unknown variant `adam8bit`, expected `adamw` or `adamw8bit`"),
+        "{unknown}"
+    );
+    let dtype = err(
+        "demo-cpu.toml",
+        &["train.optim=adamw8bit", "train.optim_state_dtype=fp32"],
+    );
+    assert!(
+        dtype
+            .contains("train.optim_state_dtype = \"fp32\" applies to train.optim = \"adamw\" only"),
+        "{dtype}"
+    );
+    for stage in [1, 2] {
+        let zero = err(
+            "demo-cpu.toml",
+            &[
+                "train.optim=adamw8bit",
+                &format!("distributed.zero_stage={stage}"),
+            ],
+        );
+        assert!(
+            zero.contains(
+                "train.optim = \"adamw8bit\" supports distributed.zero_stage = 0 (DDP) only"
+            ),
+            "{zero}"
+        );
+    }
+    // AdamW keeps every moment dtype and stage
+    load(&["train.optim_state_dtype=fp32", "distributed.zero_stage=2"]).unwrap();
+}
+
 /// The seed's recipe on Qwen3-1.7B at 2048 tokens on one GPU: full at most 24 GB (the seed needs
 /// 32), LoRA at most 8 GB (the seed needs 28), and the 8B fork's QLoRA at most 10 GB, as the
 /// budget counts them.

@@ -1,7 +1,7 @@
 //! Training on 2 ranks under the real torchrun (the venv's, `--no-python`), on CPU with libtorch's
-//! Gloo over loopback: for DDP and ZeRO stages 1 and 2, full and LoRA, every step's loss and grad
-//! norm and the final weights equal a single process with twice the accumulation; a killed rank
-//! ends the job and the run resumes on 2 ranks or on 1.
+//! Gloo over loopback: for DDP and ZeRO stages 1 and 2, full and LoRA, and DDP with adamw8bit,
+//! every step's loss and grad norm and the final weights equal a single process with twice the
+//! accumulation; a killed rank ends the job and the run resumes on 2 ranks or on 1.
 mod common;
 use common::{root, tokenizer_dir};
 use std::path::{Path, PathBuf};
@@ -130,8 +130,8 @@ const OUTLIERS: i64 = 16;
 const FAR: f64 = 2e-5;
 
 /// Losses within 1e-6 (relative), grad norms within `norm_tol`, final weights within the bounds
-/// above.
-fn same_training(a: &Path, b: &Path, what: &str, norm_tol: f64) {
+/// above (`outliers` of them beyond `NEAR`).
+fn same_training(a: &Path, b: &Path, what: &str, norm_tol: f64, outliers_max: i64) {
     let (sa, sb) = (steps(a), steps(b));
     assert_eq!(sa.len(), 4, "{what}: {sa:?}");
     let at = |s: &[(i64, f64, f64)]| s.iter().map(|x| x.0).collect::<Vec<_>>();
@@ -153,7 +153,7 @@ fn same_training(a: &Path, b: &Path, what: &str, norm_tol: f64) {
     eprintln!("{what}: losses rel {loss:.1e}, grad norms rel {norm:.1e}; weights: {outliers} elements above {NEAR:e}, max {far:.1e}");
     assert!(loss <= 1e-6, "{what}: losses differ by {loss:.1e}");
     assert!(norm <= norm_tol, "{what}: grad norms differ by {norm:.1e}");
-    assert!(outliers <= OUTLIERS && far <= FAR, "{what}: final weights differ: {outliers} elements by more than {NEAR:e}, at most {far:.2e}");
+    assert!(outliers <= outliers_max && far <= FAR, "{what}: final weights differ: {outliers} elements by more than {NEAR:e}, at most {far:.2e}");
 }
 
 /// 2 ranks x accum 2 equals 1 process x accum 4, for DDP and ZeRO-1/2, full and LoRA.
@@ -180,6 +180,7 @@ fn two_ranks_equal_one_with_double_accumulation() {
                 &one,
                 &format!("{method}, ZeRO stage {stage}"),
                 norm_tol,
+                OUTLIERS,
             );
             let ckpt = out.join("checkpoint-4");
             let parts = std::fs::read_dir(&ckpt)
@@ -195,6 +196,30 @@ fn two_ranks_equal_one_with_double_accumulation() {
         }
         let _ = std::fs::remove_dir_all(&d);
     }
+}
+
+/// `train.optim = "adamw8bit"` under DDP: every rank holds the whole 8-bit state and steps it
+/// with the same all-reduced gradients, so 2 ranks x accum 2 equal 1 process x accum 4 within the
+/// bounds above (full: the 8-bit projections and the f32-moment embedding), but for more
+/// outliers: a moment that moves by the last bit of a gradient sum now and then crosses to the
+/// next of its 256 codes, and that element takes a different step. Measured: losses 4.5e-8, grad
+/// norms 2.1e-7, 23 weights beyond `NEAR` (at most 9.0e-6).
+#[test]
+fn two_ranks_ddp_adamw8bit_equal_one() {
+    let d = scratch("adamw8bit");
+    let cfg = config(&d, "full");
+    let optim = "train.optim=adamw8bit".to_string();
+    let (one, two) = (d.join("one"), d.join("two"));
+    ok(
+        single(&cfg, &one, &[optim.clone(), "train.grad_accum=4".into()])
+            .output()
+            .unwrap(),
+    );
+    ok(ranks(2, &cfg, &two, std::slice::from_ref(&optim))
+        .output()
+        .unwrap());
+    same_training(&two, &one, "full, adamw8bit, DDP", 1e-6, 64);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// A torchrun job in the background, its output in `log`; stopped (SIGTERM to torchrun, which

@@ -43,7 +43,7 @@ fn signal_model() -> &'static PathBuf {
         c.arg(root().join("tests/reference/train_reference.py"))
             .arg("signal")
             .args([&tokenizer_dir(), &sample_file()])
-            .args([Path::new("40"), &dir, Path::new("64")]);
+            .args([Path::new("40"), &dir, Path::new("64"), Path::new("128")]);
         run_ok(c);
         dir
     })

@@ -229,6 +229,7 @@ fn bad_values_get_one_line_errors() {
         ("train.batch_size=0", "[train] batch_size"),
         ("lora.dropout=1.0", "[lora] dropout"),
         ("train.method=\"lorra\"", "[train] method"),
+        ("train.optim=\"adam8bit\"", "[train] optim"),
         ("model.dtype=\"fp16\"", "[model] dtype"),
         ("model.device=\"tpu\"", "[model] device"),
         ("data.max_length=100000", "max_position_embeddings"),

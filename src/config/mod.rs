@@ -86,6 +86,28 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// The optimizer (`train.optim`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optim {
+    /// torch's AdamW, moments in `optim_state_dtype` (src/train/optim.rs).
+    #[default]
+    Adamw,
+    /// bitsandbytes' AdamW8bit as transformers' Trainer runs it for `optim = "adamw_bnb_8bit"`:
+    /// 8-bit blockwise moments, f32 ones for the embedding and tensors under 4096 elements
+    /// (src/train/adamw8bit.rs).
+    Adamw8bit,
+}
+
+impl std::fmt::Display for Optim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Optim::Adamw => "adamw",
+            Optim::Adamw8bit => "adamw8bit",
+        })
+    }
+}
+
 /// Precision of AdamW's moments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +160,9 @@ pub struct TrainCfg {
     /// Shuffle the training set each epoch (false = file order, for reproducing a reference run).
     #[serde(default = "d_true")]
     pub shuffle: bool,
+    #[serde(default)]
+    pub optim: Optim,
+    /// AdamW's moments (`optim = "adamw"` only).
     #[serde(default = "d_optim_dtype")]
     pub optim_state_dtype: OptimStateDtype,
     #[serde(default = "d_betas")]
@@ -446,6 +471,18 @@ impl RunConfig {
             }
             if !t.gradient_checkpointing || t.checkpoint_layers.is_some() {
                 bail!("model.quantization = \"nf4\" recomputes every layer (each layer's dequantized weights live only while it runs): set train.gradient_checkpointing = true and remove train.checkpoint_layers");
+            }
+        }
+        if t.optim == Optim::Adamw8bit {
+            if t.optim_state_dtype != d_optim_dtype() {
+                let dtype = serde_json::to_value(t.optim_state_dtype)?;
+                bail!("train.optim_state_dtype = {dtype} applies to train.optim = \"adamw\" only: adamw8bit keeps 8-bit moments (f32 for the embedding and small tensors); remove optim_state_dtype or use adamw");
+            }
+            if self.distributed.zero_stage != ZeroStage::Ddp {
+                bail!(
+                    "train.optim = \"adamw8bit\" supports distributed.zero_stage = 0 (DDP) only, not {}: use zero_stage = 0, or train.optim = \"adamw\" with ZeRO",
+                    self.distributed.zero_stage as i64
+                );
             }
         }
         if self.train.method == Method::Lora && self.lora.targets.is_empty() {

@@ -14,17 +14,27 @@
 //! of the torch ops bnb calls (so the weights and the codes are bit-identical to bnb's): scalars
 //! are computed in f64 as Python does and rounded to f32 as torch does when it applies them;
 //! `add_(x, alpha=a)` is one fused multiply-add, as torch's vectorised CPU kernel computes it.
-//! Blocks are independent, so they update in parallel.
+//! Blocks are independent, so they update in parallel, and in slices of whole blocks (`SLICE`),
+//! so that no f32 copy of a whole tensor is made.
 use crate::model::blockwise::{self, Quantizer};
-use anyhow::{Context, Result};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
 use tch::{Device, Kind, Tensor};
+
+mod state;
+pub use state::State;
 
 /// Values per absmax of the 8-bit moments.
 pub const BLOCK: usize = 256;
 /// bnb's `min_8bit_size`: smaller tensors keep f32 moments.
 pub const MIN_8BIT_SIZE: usize = 4096;
+/// Elements updated at once (1024 blocks): the f32 copies of a slice's weights, gradient and
+/// moments are 1 MB each, where whole tensors' would be the embedding's size each (1.2 GB for
+/// Qwen3-1.7B's). Every element's arithmetic is the same in slices (torch's sqrt too: its
+/// result does not depend on where an element sits in the tensor), so slicing changes no bit.
+pub const SLICE: usize = 1 << 18;
+/// The f32 copies of one slice alive at once during the update (weights, gradient, both
+/// moments, their square root, torch's sqrt input and output, the written-back weights).
+pub const SLICE_COPIES: usize = 8;
 
 /// A parameter's moments.
 pub enum Moments {
@@ -37,6 +47,16 @@ pub enum Moments {
         absmax_m: Vec<f32>,
         absmax_v: Vec<f32>,
     },
+}
+
+impl Moments {
+    /// Zero f32 moments for `n` elements.
+    fn full(n: usize) -> Self {
+        Moments::Full {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
 }
 
 pub struct Param {
@@ -132,14 +152,20 @@ fn values(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(&flat).expect("a CPU f32 tensor")
 }
 
+/// Bytes of moments a parameter of `n` elements holds: f32 m and v under `MIN_8BIT_SIZE` (or
+/// with `fp32`), else a byte each and an f32 absmax per block of each (`--dry-run` counts these).
+pub fn moment_bytes(n: usize, fp32: bool) -> usize {
+    match fp32 || n < MIN_8BIT_SIZE {
+        true => 8 * n,
+        false => 2 * n + 8 * blockwise::blocks(n, BLOCK),
+    }
+}
+
 impl Param {
     fn new(name: String, tensor: Tensor, decay: bool) -> Self {
         let n = tensor.numel();
         let moments = if n < MIN_8BIT_SIZE {
-            Moments::Full {
-                m: vec![0.0; n],
-                v: vec![0.0; n],
-            }
+            Moments::full(n)
         } else {
             let blocks = blockwise::blocks(n, BLOCK);
             Moments::Quantized {
@@ -157,48 +183,59 @@ impl Param {
         }
     }
 
-    fn update(&mut self, s: &Scalars, grad: &Tensor) {
-        let g = values(grad);
-        let mut p = values(&self.tensor);
-        let n = p.len();
+    /// The update, `slice` elements (whole blocks) at a time: each slice's weights and gradient
+    /// are read into f32 vectors, updated with their moments, and written back.
+    fn update(&mut self, s: &Scalars, grad: &Tensor, slice: usize) {
+        let n = self.tensor.numel();
+        let (w, g) = (self.tensor.view([-1]), grad.reshape([-1]));
         let decay = self.decay;
         let (sm, sv) = (blockwise::signed(), blockwise::unsigned());
-        match &mut self.moments {
-            Moments::Full { m, v } => {
-                for i in 0..n {
-                    s.moments(&mut m[i], &mut v[i], g[i]);
+        for start in (0..n).step_by(slice) {
+            let end = (start + slice).min(n);
+            let part = |t: &Tensor| t.narrow(0, start as i64, (end - start) as i64);
+            let g = values(&part(&g));
+            let mut p = values(&part(&w));
+            match &mut self.moments {
+                Moments::Full { m, v } => {
+                    let (m, v) = (&mut m[start..end], &mut v[start..end]);
+                    for i in 0..p.len() {
+                        s.moments(&mut m[i], &mut v[i], g[i]);
+                    }
+                    let root = torch_sqrt(v);
+                    for i in 0..p.len() {
+                        s.step_32bit(&mut p[i], m[i], root[i], decay);
+                    }
                 }
-                let root = torch_sqrt(v);
-                for i in 0..n {
-                    s.step_32bit(&mut p[i], m[i], root[i], decay);
+                Moments::Quantized {
+                    m: qm,
+                    v: qv,
+                    absmax_m,
+                    absmax_v,
+                } => {
+                    let (qm, qv) = (&mut qm[start..end], &mut qv[start..end]);
+                    let blocks = start / BLOCK..end.div_ceil(BLOCK);
+                    let am = &mut absmax_m[blocks.clone()];
+                    let av = &mut absmax_v[blocks];
+                    let (mut m, mut v) = (vec![0f32; p.len()], vec![0f32; p.len()]);
+                    blockwise::dequantize(sm.code(), qm, am, BLOCK, &mut m);
+                    blockwise::dequantize(sv.code(), qv, av, BLOCK, &mut v);
+                    for i in 0..p.len() {
+                        s.moments(&mut m[i], &mut v[i], g[i]);
+                    }
+                    let root = torch_sqrt(&v);
+                    for i in 0..p.len() {
+                        s.step_8bit(&mut p[i], m[i], root[i], decay);
+                    }
+                    quantize(sm, &m, qm, am);
+                    quantize(sv, &v, qv, av);
                 }
             }
-            Moments::Quantized {
-                m: qm,
-                v: qv,
-                absmax_m,
-                absmax_v,
-            } => {
-                let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
-                blockwise::dequantize(sm.code(), qm, absmax_m, BLOCK, &mut m);
-                blockwise::dequantize(sv.code(), qv, absmax_v, BLOCK, &mut v);
-                for i in 0..n {
-                    s.moments(&mut m[i], &mut v[i], g[i]);
-                }
-                let root = torch_sqrt(&v);
-                for i in 0..n {
-                    s.step_8bit(&mut p[i], m[i], root[i], decay);
-                }
-                quantize(sm, &m, qm, absmax_m);
-                quantize(sv, &v, qv, absmax_v);
-            }
+            // `p.data.copy_(p_fp32)`: one rounding into a bf16 weight
+            let new = Tensor::from_slice(&p)
+                .to_kind(self.tensor.kind())
+                .to_device(self.tensor.device());
+            tch::no_grad(|| part(&w).copy_(&new));
         }
-        // `p.data.copy_(p_fp32)`: one rounding into a bf16 weight
-        let new = Tensor::from_slice(&p)
-            .view(self.tensor.size().as_slice())
-            .to_kind(self.tensor.kind())
-            .to_device(self.tensor.device());
-        tch::no_grad(|| self.tensor.shallow_clone().copy_(&new));
     }
 
     /// Bytes of moments held.
@@ -217,6 +254,8 @@ pub struct AdamW8bit {
     pub weight_decay: f64,
     /// Optimizer steps taken (bnb's `state["step"]`).
     pub step: i64,
+    /// Elements updated at once, a multiple of `BLOCK` (`SLICE`; tests set less).
+    pub slice: usize,
 }
 
 impl AdamW8bit {
@@ -236,19 +275,44 @@ impl AdamW8bit {
             eps,
             weight_decay: wd,
             step: 0,
+            slice: SLICE,
+        }
+    }
+
+    /// Keeps f32 moments (and bnb's 32-bit update) for parameter `name` whatever its size, as
+    /// bnb's `GlobalOptimManager.register_module_override(module, "weight", {"optim_bits": 32})`
+    /// does; transformers' Trainer registers every embedding so for `optim="adamw_bnb_8bit"`.
+    /// Before the first step; returns whether `name` is one of the parameters.
+    pub fn keep_fp32(&mut self, name: &str) -> bool {
+        assert_eq!(
+            self.step, 0,
+            "keep_fp32 after a step would drop the moments"
+        );
+        match self.params.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                p.moments = Moments::full(p.tensor.numel());
+                true
+            }
+            None => false,
         }
     }
 
     /// One step over every parameter with a gradient.
     pub fn step(&mut self, lr: f64) {
+        assert!(
+            self.slice > 0 && self.slice.is_multiple_of(BLOCK),
+            "slices of whole blocks"
+        );
         self.step += 1;
         let s = Scalars::new(self.betas, self.eps, lr, self.weight_decay, self.step);
-        for p in &mut self.params {
-            let g = p.tensor.grad();
-            if g.defined() {
-                p.update(&s, &g);
+        tch::no_grad(|| {
+            for p in &mut self.params {
+                let g = p.tensor.grad();
+                if g.defined() {
+                    p.update(&s, &g, self.slice);
+                }
             }
-        }
+        });
     }
 
     pub fn zero_grad(&mut self) {
@@ -263,90 +327,6 @@ impl AdamW8bit {
     /// Bytes of moments this optimizer holds.
     pub fn state_bytes(&self) -> i64 {
         self.params.iter().map(|p| p.state_bytes() as i64).sum()
-    }
-}
-
-/// A tensor's elements as `T` (`what` names it in errors).
-fn elements<T: tch::kind::Element + Copy>(t: &Tensor, n: usize, what: &str) -> Result<Vec<T>> {
-    anyhow::ensure!(
-        t.kind() == T::KIND && t.numel() == n,
-        "optimizer state `{what}` is {:?} of {} elements, expected {:?} of {n}",
-        t.kind(),
-        t.numel(),
-        T::KIND
-    );
-    Vec::<T>::try_from(&t.to_device(Device::Cpu).reshape([-1]))
-        .with_context(|| format!("cannot read optimizer state `{what}`"))
-}
-
-impl AdamW8bit {
-    /// The moments under bnb's state names: `state1.<name>` and `state2.<name>` (u8 codes, or f32
-    /// for small tensors), `absmax1.<name>` and `absmax2.<name>` (f32, quantized ones only).
-    /// Saved and loaded as they are, so a resumed run continues bit for bit.
-    pub fn state_tensors(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, String>) {
-        let mut out = vec![];
-        for p in &self.params {
-            let mut put = |key: &str, t: Tensor| out.push((format!("{key}.{}", p.name), t));
-            match &p.moments {
-                Moments::Full { m, v } => {
-                    put("state1", Tensor::from_slice(m));
-                    put("state2", Tensor::from_slice(v));
-                }
-                Moments::Quantized {
-                    m,
-                    v,
-                    absmax_m,
-                    absmax_v,
-                } => {
-                    put("state1", Tensor::from_slice(m));
-                    put("state2", Tensor::from_slice(v));
-                    put("absmax1", Tensor::from_slice(absmax_m));
-                    put("absmax2", Tensor::from_slice(absmax_v));
-                }
-            }
-        }
-        let meta = [("optimizer".to_string(), "adamw8bit".to_string())].into();
-        (out, meta)
-    }
-
-    /// Restores every parameter's moments from `saved` (as `state_tensors` names them).
-    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, step: i64) -> Result<()> {
-        for p in &mut self.params {
-            let n = p.tensor.numel();
-            let get = |key: &str| {
-                let name = format!("{key}.{}", p.name);
-                let t = saved
-                    .get(&name)
-                    .with_context(|| format!("optimizer state has no `{name}`"))?;
-                Ok::<_, anyhow::Error>((t, name))
-            };
-            match &mut p.moments {
-                Moments::Full { m, v } => {
-                    let (t, key) = get("state1")?;
-                    *m = elements(t, n, &key)?;
-                    let (t, key) = get("state2")?;
-                    *v = elements(t, n, &key)?;
-                }
-                Moments::Quantized {
-                    m,
-                    v,
-                    absmax_m,
-                    absmax_v,
-                } => {
-                    let blocks = blockwise::blocks(n, BLOCK);
-                    let (t, key) = get("state1")?;
-                    *m = elements(t, n, &key)?;
-                    let (t, key) = get("state2")?;
-                    *v = elements(t, n, &key)?;
-                    let (t, key) = get("absmax1")?;
-                    *absmax_m = elements(t, blocks, &key)?;
-                    let (t, key) = get("absmax2")?;
-                    *absmax_v = elements(t, blocks, &key)?;
-                }
-            }
-        }
-        self.step = step;
-        Ok(())
     }
 }
 

@@ -1,11 +1,12 @@
 //! Checkpoints `{output_dir}/checkpoint-{step}/` (as transformers' Trainer lays them out): the
-//! model (full: an HF directory; LoRA: a peft adapter), `optimizer.safetensors` (AdamW moments)
-//! and `trainer_state.json` (step, data position, ...). Each is written into a temporary
+//! model (full: an HF directory; LoRA: a peft adapter), `optimizer.safetensors` (the optimizer's
+//! state) and `trainer_state.json` (step, data position, ...). Each is written into a temporary
 //! directory that is renamed into place, with `trainer_state.json` written last, so a checkpoint
 //! directory that exists is complete; a crash or SIGKILL leaves at most a stray temp directory.
 use super::dist::World;
-use super::optim::{AdamW, Moments};
-use crate::config::{Method, RunConfig};
+use super::optim::Moments;
+use super::optimizer::Optimizer;
+use crate::config::{Method, Optim, RunConfig};
 use crate::model::{weights, Config, Model};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub struct TrainerState {
     pub epoch_float: f64,
     pub seed: i64,
     pub method: Method,
+    /// `train.optim` (absent in checkpoints of versions that had AdamW only).
+    #[serde(default)]
+    pub optim: Optim,
     /// The model the run started from (hub id or directory).
     pub base_model: String,
     /// What `--resume` checks (absent in checkpoints of earlier versions: then not checked).
@@ -65,6 +69,7 @@ impl TrainerState {
             epoch_float: 0.0,
             seed: cfg.train.seed,
             method: cfg.train.method,
+            optim: cfg.train.optim,
             base_model: cfg.model.path.clone(),
             epochs: Some(cfg.train.epochs.get()),
             model_shape: Some(format!(
@@ -106,6 +111,10 @@ pub fn check_resume(dir: &Path, saved: &TrainerState, now: &TrainerState) -> Res
             &saved.method.to_string(),
             &now.method.to_string(),
         ));
+    }
+    if saved.optim != now.optim {
+        let (was, is) = (saved.optim.to_string(), now.optim.to_string());
+        return Err(differ("train.optim", &was, &is));
     }
     if saved.base_model != now.base_model {
         return Err(differ("model.path", &saved.base_model, &now.base_model));
@@ -177,7 +186,7 @@ pub fn while_saving<T>(write: impl FnOnce() -> T) -> T {
 pub fn save(
     out_dir: &Path,
     model: &Model,
-    opt: &AdamW,
+    opt: &Optimizer,
     state: &TrainerState,
     side: Option<&Path>,
     world: &World,
@@ -194,8 +203,7 @@ pub fn save(
             ),
             false => "optimizer.safetensors".into(),
         };
-        let (tensors, meta) = opt.state_tensors();
-        weights::write_safetensors(&tmp.join(file), &tensors, &meta)
+        opt.write_state(&tmp.join(file))
     };
     let what = format!("writing {}", dir.display());
     let write = || -> Result<()> {
@@ -357,7 +365,7 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
     serde_json::from_str(&text).with_context(|| format!("{} is not a trainer state", p.display()))
 }
 
-/// The AdamW moments of checkpoint `dir`: `optimizer.safetensors` (one process, or DDP), or the
+/// The optimizer state of checkpoint `dir`: `optimizer.safetensors` (one process, or DDP), or the
 /// `optimizer-R-of-N.safetensors` parts of a ZeRO run (all N must be there).
 pub fn read_optimizer(dir: &Path) -> Result<Moments> {
     let single = dir.join("optimizer.safetensors");

@@ -3,7 +3,7 @@
 //! chunked loss head, and the runtime's own footprint. The activation terms count the tensors
 //! autograd keeps per token and layer in `model::qwen3`; `make memcheck` compares the total with
 //! the measured peak RSS of real steps on CPU (see README, "Memory").
-use crate::config::OptimStateDtype;
+use crate::config::{Optim, OptimStateDtype};
 use crate::model::{Config, LoraConfig};
 use tch::{Device, Kind};
 
@@ -52,7 +52,8 @@ pub struct Plan<'a> {
     pub cfg: &'a Config,
     pub kind: Kind,
     pub lora: Option<&'a LoraConfig>,
-    /// AdamW's moments (`train.optim_state_dtype`).
+    /// The optimizer (`train.optim`), and AdamW's moments (`train.optim_state_dtype`).
+    pub optim: Optim,
     pub moments: OptimStateDtype,
     pub tokens: i64,
     pub recomputed_layers: i64,
@@ -96,6 +97,84 @@ fn lora_params(cfg: &Config, l: &LoraConfig) -> f64 {
         })
         .sum();
     (per_layer * l.r * cfg.num_hidden_layers) as f64
+}
+
+/// The element counts of the trainable tensors, each with whether it is the embedding (whose
+/// AdamW8bit moments stay f32, setup.rs): the model's tensors, or the adapters' A and B.
+pub fn trainable_tensors(cfg: &Config, lora: Option<&LoraConfig>) -> Vec<(i64, bool)> {
+    let (c, hd, kvd, i) = (
+        cfg.hidden_size,
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+        cfg.intermediate_size,
+    );
+    let layer: Vec<i64> = match lora {
+        // A is (r, in), B (out, r)
+        Some(l) => l
+            .targets
+            .iter()
+            .flat_map(|t| {
+                let (inp, out) = match t.as_str() {
+                    "q_proj" => (c, hd),
+                    "k_proj" | "v_proj" => (c, kvd),
+                    "o_proj" => (hd, c),
+                    "gate_proj" | "up_proj" => (c, i),
+                    _ => (i, c),
+                };
+                [l.r * inp, l.r * out]
+            })
+            .collect(),
+        // q k v o, q_norm k_norm, gate up down, the two norms
+        None => {
+            let d = cfg.head_dim;
+            vec![
+                c * hd,
+                c * kvd,
+                c * kvd,
+                hd * c,
+                d,
+                d,
+                c * i,
+                c * i,
+                i * c,
+                c,
+                c,
+            ]
+        }
+    };
+    let mut all: Vec<(i64, bool)> = vec![];
+    if lora.is_none() {
+        all.push((cfg.vocab_size * c, true));
+    }
+    for _ in 0..cfg.num_hidden_layers {
+        all.extend(layer.iter().map(|&n| (n, false)));
+    }
+    if lora.is_none() {
+        all.push((c, false)); // the final norm
+        if !cfg.tie_word_embeddings {
+            all.push((cfg.vocab_size * c, false)); // lm_head: a Linear, 8-bit
+        }
+    }
+    all
+}
+
+/// Bytes of optimizer state: AdamW's per parameter, AdamW8bit's tensor by tensor (8-bit codes
+/// and a block absmax, or f32 moments for the embedding and tensors under 4096 elements).
+fn optimizer_bytes(p: &Plan, trainable: f64, param_bytes: f64) -> f64 {
+    let per_param = match p.moments {
+        OptimStateDtype::Fp32 => 8.0,
+        OptimStateDtype::Bf16 => 4.0,
+        OptimStateDtype::Param => 2.0 * param_bytes,
+        OptimStateDtype::Auto if param_bytes == 2.0 => 4.0,
+        OptimStateDtype::Auto => 8.0,
+    };
+    match p.optim {
+        Optim::Adamw => trainable * per_param,
+        Optim::Adamw8bit => trainable_tensors(p.cfg, p.lora)
+            .into_iter()
+            .map(|(n, fp32)| super::adamw8bit::moment_bytes(n as usize, fp32) as f64)
+            .sum(),
+    }
 }
 
 /// Bytes autograd keeps per token for one decoder layer run with grad.
@@ -143,13 +222,6 @@ pub fn estimate(p: &Plan) -> Budget {
     let trainable = if p.lora.is_some() { adapter } else { params };
     // two moments per trainable parameter; LoRA's adapters are fp32
     let param_bytes = if p.lora.is_some() { 4.0 } else { b };
-    let state_bytes = match p.moments {
-        OptimStateDtype::Fp32 => 8.0,
-        OptimStateDtype::Bf16 => 4.0,
-        OptimStateDtype::Param => 2.0 * param_bytes,
-        OptimStateDtype::Auto if param_bytes == 2.0 => 4.0,
-        OptimStateDtype::Auto => 8.0,
-    };
     let n = p.tokens as f64;
     let layers = cfg.num_hidden_layers as f64;
     let stored = layers - p.recomputed_layers as f64;
@@ -170,13 +242,17 @@ pub fn estimate(p: &Plan) -> Budget {
     // loss::ChunkedLoss's buffers: one chunk of logits in the activation dtype and its fp32 copy
     // (one tensor when activations are fp32), reused for the gradient
     let logits = rows * cfg.vocab_size as f64 * if b == 4.0 { 4.0 } else { b + 4.0 };
-    // The optimizer's fp32 slice temporaries (4 of them) on a GPU; the CPU kernel makes none
-    // (adamw_kernel.rs; the bound is kept). Gradients of the head and embedding are accumulated in
-    // place (loss.rs, recompute.rs), so no second full-vocabulary gradient exists.
-    let temporaries = if p.lora.is_some() {
-        adapter * 4.0
-    } else {
-        crate::train::optim::GPU_SLICE_ELEMS as f64 * 4.0 * 4.0
+    // AdamW's fp32 slice temporaries (4 of them) on a GPU; the CPU kernel makes none
+    // (adamw_kernel.rs; the bound is kept). AdamW8bit's f32 copies of one slice, in host memory.
+    // Gradients of the head and embedding are accumulated in place (loss.rs, recompute.rs), so no
+    // second full-vocabulary gradient exists.
+    let temporaries = match (p.lora.is_some(), p.optim) {
+        (true, _) => adapter * 4.0,
+        (false, Optim::Adamw) => crate::train::optim::GPU_SLICE_ELEMS as f64 * 4.0 * 4.0,
+        (false, Optim::Adamw8bit) => {
+            use crate::train::adamw8bit::{SLICE, SLICE_COPIES};
+            (SLICE * SLICE_COPIES * 4) as f64
+        }
     };
     let runtime = match p.device {
         Device::Cpu => 0.45e9,
@@ -200,7 +276,7 @@ pub fn estimate(p: &Plan) -> Budget {
     Budget {
         weights: weights + adapter * 4.0,
         gradients: trainable_bytes,
-        optimizer: trainable * state_bytes,
+        optimizer: optimizer_bytes(p, trainable, param_bytes),
         activations,
         logits,
         temporaries: temporaries + dequantized,
@@ -245,6 +321,7 @@ pub fn dry_run(cfg: &crate::config::RunConfig) -> anyhow::Result<String> {
         cfg: &shape,
         kind: cfg.model.dtype.kind(),
         lora: lora.as_ref(),
+        optim: t.optim,
         moments: t.optim_state_dtype,
         tokens,
         recomputed_layers: recomputed as i64,

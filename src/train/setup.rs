@@ -1,10 +1,12 @@
 //! What a run needs before its first step, from the run config: the model spec (and its variant
 //! with a checkpoint's weights), the encoded data sets and their limits, the optimizer (and its
 //! synchronisation over ranks), the output directory.
+use super::adamw8bit::AdamW8bit;
 use super::checkpoint;
 use super::dist::{zero::Sync, World};
 use super::optim::{AdamW, MomentDtype};
-use crate::config::{Method, OptimStateDtype, RunConfig, ZeroStage};
+use super::optimizer::Optimizer;
+use crate::config::{Method, Optim, OptimStateDtype, RunConfig, ZeroStage};
 use crate::data::encode::{encode_file, Encoded, Encoder, SYSTEM_PROMPT};
 use crate::data::tokenizer::QwenTokenizer;
 use crate::log::metrics::MetricsLog;
@@ -101,14 +103,19 @@ pub fn resume_spec(cfg: &RunConfig, base: ModelSpec, dir: &Path) -> ModelSpec {
     }
 }
 
-/// AdamW over exactly the model's trainable parameters, in name order; in a distributed job
-/// also their synchronisation, and with ZeRO AdamW holds only this rank's parts. Rank 0's
-/// weights are broadcast first, as DDP does, so every rank starts from the same model.
+/// The parameter whose AdamW8bit moments stay f32, as transformers' Trainer keeps every
+/// `nn.Embedding`'s for `optim="adamw_bnb_8bit"` (LoRA freezes it; a tied head is this tensor).
+pub const EMBEDDING: &str = "model.embed_tokens.weight";
+
+/// `train.optim` over exactly the model's trainable parameters, in name order; in a distributed
+/// job also their synchronisation, and with ZeRO AdamW holds only this rank's parts (adamw8bit
+/// runs with DDP only). Rank 0's weights are broadcast first, as DDP does, so every rank starts
+/// from the same model.
 pub fn optimizer(
     m: &model::Model,
     cfg: &RunConfig,
     world: &World,
-) -> Result<(AdamW, Option<Sync>)> {
+) -> Result<(Optimizer, Option<Sync>)> {
     let t = &cfg.train;
     let mut params: Vec<(String, tch::Tensor)> =
         m.vs.variables()
@@ -124,8 +131,19 @@ pub fn optimizer(
         OptimStateDtype::Param => MomentDtype::Param,
     };
     let (eps, decay) = (t.adam_eps.get(), t.weight_decay.get());
+    let whole = |params| match t.optim {
+        Optim::Adamw => Optimizer::AdamW(AdamW::new(params, betas, eps, decay, moments)),
+        Optim::Adamw8bit => {
+            if m.device() != tch::Device::Cpu && world.is_main() {
+                eprintln!("warning: train.optim = \"adamw8bit\" keeps its state in host memory and updates on the CPU: each step copies the trainable weights and gradients from the {:?} to the host and back", m.device());
+            }
+            let mut o = AdamW8bit::new(params, betas, eps, decay);
+            o.keep_fp32(EMBEDDING);
+            Optimizer::AdamW8bit(o)
+        }
+    };
     let Some(group) = world.group() else {
-        return Ok((AdamW::new(params, betas, eps, decay, moments), None));
+        return Ok((whole(params), None));
     };
     for (name, p) in &params {
         group
@@ -136,14 +154,17 @@ pub fn optimizer(
     let stage = cfg.distributed.zero_stage;
     let sync = Sync::new(stage, world.rank, world.size, &params);
     let opt = match stage {
-        ZeroStage::Ddp => AdamW::new(params, betas, eps, decay, moments),
+        ZeroStage::Ddp => whole(params),
+        _ if t.optim == Optim::Adamw8bit => {
+            bail!("train.optim = adamw8bit supports distributed.zero_stage = 0 (DDP) only")
+        }
         _ => {
             let parts = sync
                 .pieces()
                 .into_iter()
                 .map(|p| (p.name, p.weight, p.offset, Some(p.grad)))
                 .collect();
-            AdamW::over(parts, betas, eps, decay, moments)
+            Optimizer::AdamW(AdamW::over(parts, betas, eps, decay, moments))
         }
     };
     Ok((opt, Some(sync)))

@@ -5,8 +5,12 @@ Starts from MODEL (made by `signal` below), writes OUT/init_adapter (LoRA's init
 sides start from the same adapter) and OUT/losses.json: one entry per optimizer step with loss,
 grad_norm and learning_rate as the Trainer logs them. tests/train.rs runs the same steps with
 qwen3-sft and compares.
+`--optim adamw_bnb_8bit` runs bitsandbytes' 8-bit AdamW as the Trainer sets it up (qwen3-sft's
+`train.optim = "adamw8bit"`); the default is torch's AdamW. `signal ... HIDDEN INTERMEDIATE` makes a
+wider signal model (default 32 and 64: every tensor but the embedding is under bnb's 4096-element
+minimum for 8-bit state).
 Usage: python train_reference.py --tokenizer DIR --data FILE --model MODEL --out DIR --method full|lora [...]
-       python train_reference.py signal TOKENIZER_DIR DATA FIRST_ROW MODEL_OUT [HIDDEN]
+       python train_reference.py signal TOKENIZER_DIR DATA FIRST_ROW MODEL_OUT [HIDDEN INTERMEDIATE]
 """
 import argparse
 import json
@@ -37,7 +41,7 @@ def process_func(example, tokenizer, max_length):
             "labels": labels[:max_length]}
 
 
-def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42, hidden=32):
+def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42, hidden=32, intermediate=64):
     """A tiny Qwen3 with Qwen3's vocabulary (tied head, GQA 4/2) whose logits carry signal: a random
     init (std 0.02: loss ln V + 0.006, logits near uniform, so a broken forward barely moves the loss)
     pretrained for `steps` AdamW steps on `window`-token windows of the responses in `rows` (rows the
@@ -48,7 +52,7 @@ def signal_model(tok_dir, rows, out, steps=16, window=128, lr=3e-2, seed=42, hid
     (as in every released Qwen3); its scalar and CUDA paths are flat, as ours."""
     tok = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=151936, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+    cfg = Qwen3Config(vocab_size=151936, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
                       rope_theta=1_000_000.0, max_position_embeddings=4096, attn_implementation="sdpa")
     model = Qwen3ForCausalLM(cfg).float()
@@ -95,9 +99,9 @@ class Record(TrainerCallback):
 def main():
     if sys.argv[1:2] == ["signal"]:
         tok_dir, data, first, out = sys.argv[2:6]
-        hidden = int(sys.argv[6]) if len(sys.argv) > 6 else 32
+        dims = {k: int(v) for k, v in zip(["hidden", "intermediate"], sys.argv[6:8])}
         rows = [json.loads(l) for l in open(data, encoding="utf-8") if l.strip()][int(first):]
-        signal_model(tok_dir, rows, out, hidden=hidden)
+        signal_model(tok_dir, rows, out, **dims)
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True)
@@ -112,6 +116,7 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--optim", choices=["adamw_torch", "adamw_bnb_8bit"], default="adamw_torch")
     a = ap.parse_args()
     out = Path(a.out)
     torch.manual_seed(a.seed)
@@ -142,7 +147,7 @@ def main():
         output_dir=str(out / "trainer"), per_device_train_batch_size=a.batch_size,
         gradient_accumulation_steps=a.grad_accum, learning_rate=a.lr, max_steps=a.steps,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
-        logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", optim="adamw_torch",
+        logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none", optim=a.optim,
         seed=a.seed, use_cpu=True, gradient_checkpointing=True, remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=True,
     )

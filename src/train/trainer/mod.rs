@@ -4,15 +4,15 @@
 //! checkpoints resume exactly, and values go to the progress bar, `metrics.jsonl` and SwanLab.
 use super::checkpoint::{self, TrainerState};
 use super::dist::{zero, World};
+use super::optimizer::Optimizer;
 use super::progress::{LogWindow, Progress};
-use super::{eval, loss, optim, predict, recompute, setup};
+use super::{eval, loss, predict, recompute, setup};
 use crate::config::{Method, RunConfig};
 use crate::data::encode::Encoded;
 use crate::data::tokenizer::QwenTokenizer;
 use crate::log::{metrics::MetricsLog, swanlab};
 use crate::model::{self, Opened};
 use anyhow::Result;
-use optim::AdamW;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -57,7 +57,7 @@ pub struct Trainer<'a> {
     tokenizer: QwenTokenizer,
     train_set: Vec<Encoded>,
     val_set: Vec<Encoded>,
-    opt: AdamW,
+    opt: Optimizer,
     state: TrainerState,
     recompute: Vec<bool>,
     head_loss: loss::ChunkedLoss,

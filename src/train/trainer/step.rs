@@ -52,7 +52,7 @@ impl Trainer<'_> {
         let window = self.next_window();
         let (loss_sum, labels, mine) = self.accumulate(&window)?;
         // the step's one device-to-host read: this rank's loss and squared gradient norm together
-        let grads = optim::grads(&self.opt.params);
+        let grads = self.opt.grads();
         let read = host::values(&Tensor::stack(&[loss_sum, optim::squared_norm(&grads)], 0));
         let sharded = self.sync.as_ref().is_some_and(Sync::sharded);
         // each rank holds a shard of the gradients under ZeRO, else all of them
