@@ -6,10 +6,12 @@ pub mod config;
 pub mod gemv;
 pub mod lora;
 pub mod nf4;
+pub mod norm;
 pub mod open;
 pub mod quant_io;
 pub mod quantized;
 pub mod qwen3;
+pub mod rope;
 pub mod spec;
 pub mod weights;
 

@@ -8,6 +8,8 @@
 use super::cache::LayerCache;
 use super::config::Config;
 use super::lora::{Linear, LoraConfig};
+pub use super::norm::RmsNorm;
+pub use super::rope::{Mask, Rope};
 use tch::{nn, Device, Kind, Tensor};
 
 /// How the parameters are made: their dtype, LoRA adapters, and whether the decoder's linear
@@ -29,94 +31,6 @@ impl<'a> Build<'a> {
             lora,
             nf4: false,
         }
-    }
-}
-
-/// `w * (x_f32 * rsqrt(mean(x_f32^2) + eps)).to(x.dtype)`: the cast back happens before the
-/// multiply by `w`, exactly as transformers' `Qwen3RMSNorm`.
-#[derive(Debug)]
-pub struct RmsNorm {
-    pub weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn new(p: nn::Path, dim: i64, eps: f64, kind: Kind, trainable: bool) -> Self {
-        let weight = p.add("weight", Tensor::ones([dim], (kind, p.device())), trainable);
-        RmsNorm { weight, eps }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let xf = x.to_kind(Kind::Float);
-        let var = xf.square().mean_dim(-1, true, Kind::Float);
-        let y = xf * (var + self.eps).rsqrt();
-        &self.weight * y.to_kind(x.kind())
-    }
-}
-
-/// RoPE tables `(B, 1, T, D)` built in fp32 from integer positions, then cast to the activation
-/// dtype (positions in bf16 would be wrong past 256).
-pub struct Rope {
-    pub cos: Tensor,
-    pub sin: Tensor,
-}
-
-impl Rope {
-    pub fn new(positions: &Tensor, head_dim: i64, theta: f64, kind: Kind) -> Self {
-        let dev = positions.device();
-        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, dev))
-            .to_kind(Kind::Float)
-            / head_dim as f64;
-        let inv_freq = Tensor::pow_scalar(theta, &exponents).reciprocal(); // (D/2)
-        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq; // (B, T, D/2)
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1); // (B, 1, T, D)
-        Rope {
-            cos: emb.cos().to_kind(kind),
-            sin: emb.sin().to_kind(kind),
-        }
-    }
-
-    fn apply(&self, x: &Tensor) -> Tensor {
-        let half = x.size()[3] / 2;
-        let (x1, x2) = (x.narrow(-1, 0, half), x.narrow(-1, half, half));
-        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
-        x * &self.cos + rotated * &self.sin
-    }
-}
-
-/// How attention is masked: pure causal with no padding (lets SDPA pick its fastest kernel), no
-/// mask at all (one new token, no padding), or an explicit boolean mask `(B, 1, Tq, Tk)`,
-/// true = may attend.
-pub enum Mask {
-    Causal,
-    Full,
-    Explicit(Tensor),
-}
-
-impl Mask {
-    /// From a `(B, Tk)` padding mask (1 = token, 0 = pad) for `tq` queries that follow `past`
-    /// cached positions. A query may always see itself, so rows of left padding are not empty
-    /// (an all-masked row would make SDPA return NaN); their outputs are never used.
-    /// Callers pass `None` when nothing is padded (they know it on the host; looking at the mask
-    /// here would make the host wait for the device on every forward).
-    pub fn new(padding: Option<&Tensor>, tq: i64, past: i64) -> Mask {
-        match (padding, past, tq) {
-            (None, 0, _) => return Mask::Causal,
-            (None, _, 1) => return Mask::Full,
-            _ => {}
-        }
-        let dev = padding.map_or(tch::Device::Cpu, |p| p.device());
-        let tk = past + tq;
-        let q = Tensor::arange_start(past, tk, (Kind::Int64, dev)).unsqueeze(1); // (Tq, 1)
-        let k = Tensor::arange(tk, (Kind::Int64, dev)).unsqueeze(0); // (1, Tk)
-        let mut allowed = k.le_tensor(&q).unsqueeze(0).unsqueeze(0); // (1, 1, Tq, Tk)
-        if let Some(p) = padding {
-            let keys = p.ne(0).unsqueeze(1).unsqueeze(1); // (B, 1, 1, Tk)
-            allowed = allowed
-                .logical_and(&keys)
-                .logical_or(&k.eq_tensor(&q).unsqueeze(0).unsqueeze(0));
-        }
-        Mask::Explicit(allowed)
     }
 }
 
