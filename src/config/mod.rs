@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 /// Rows of the LM head evaluated at once (bounds the fp32 logits kept in memory).
 pub const DEFAULT_LOSS_CHUNK: i64 = 512;
 
+mod choices;
+mod distributed;
 mod numbers;
+pub use choices::{Method, Optim, OptimStateDtype};
+pub use distributed::{Backend, DistributedCfg, ZeroStage};
 pub use numbers::{Count, Fraction, MaxLength, NonNegative, Positive, Steps};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -65,61 +69,6 @@ impl DataCfg {
             columns: self.columns.clone(),
         }
     }
-}
-
-/// What training changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Every parameter.
-    Full,
-    /// LoRA adapters on a frozen base.
-    Lora,
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Method::Full => "full",
-            Method::Lora => "lora",
-        })
-    }
-}
-
-/// The optimizer (`train.optim`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Optim {
-    /// torch's AdamW, moments in `optim_state_dtype` (src/train/optim.rs).
-    #[default]
-    Adamw,
-    /// bitsandbytes' AdamW8bit as transformers' Trainer runs it for `optim = "adamw_bnb_8bit"`:
-    /// 8-bit blockwise moments, f32 ones for the embedding and tensors under 4096 elements
-    /// (src/train/adamw8bit.rs).
-    Adamw8bit,
-}
-
-impl std::fmt::Display for Optim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Optim::Adamw => "adamw",
-            Optim::Adamw8bit => "adamw8bit",
-        })
-    }
-}
-
-/// Precision of AdamW's moments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimStateDtype {
-    /// bf16 (stochastically rounded) for bf16 parameters, fp32 for fp32 ones.
-    Auto,
-    /// fp32 moments whatever the parameter dtype (8 bytes per trainable parameter).
-    Fp32,
-    /// bf16 moments, stochastically rounded after an fp32 update (4 bytes per parameter).
-    Bf16,
-    /// The parameter's dtype with torch's op-by-op rounding, as the Trainer keeps them.
-    Param,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -223,78 +172,6 @@ pub struct RunConfig {
     pub distributed: DistributedCfg,
 }
 
-/// `[distributed]`: how the ranks torchrun launches share the work (a single process ignores it).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistributedCfg {
-    #[serde(default)]
-    pub zero_stage: ZeroStage,
-    #[serde(default)]
-    pub backend: Backend,
-    /// Seconds a collective (or the rendezvous) may take before the job fails.
-    #[serde(default = "d_timeout")]
-    pub timeout_s: Positive,
-    /// Ranks to plan for in `--dry-run`; a launched job takes torchrun's `WORLD_SIZE`.
-    pub world_size: Option<Count>,
-}
-
-impl Default for DistributedCfg {
-    fn default() -> Self {
-        DistributedCfg {
-            zero_stage: ZeroStage::Ddp,
-            backend: Backend::Auto,
-            timeout_s: d_timeout(),
-            world_size: None,
-        }
-    }
-}
-
-/// What each rank keeps whole (DeepSpeed's ZeRO stages).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
-pub enum ZeroStage {
-    /// 0: every rank holds everything; gradients are all-reduced (DDP).
-    #[default]
-    Ddp,
-    /// 1: optimizer state sharded; gradients reduce-scattered, parameters all-gathered.
-    Optimizer,
-    /// 2: gradients sharded too, each micro-batch's reduced into its owner's shard.
-    Gradients,
-}
-
-impl TryFrom<i64> for ZeroStage {
-    type Error = String;
-    fn try_from(v: i64) -> std::result::Result<Self, String> {
-        match v {
-            0 => Ok(ZeroStage::Ddp),
-            1 => Ok(ZeroStage::Optimizer),
-            2 => Ok(ZeroStage::Gradients),
-            _ => Err(format!(
-                "{v} is not a ZeRO stage this trainer has (0, 1 or 2)"
-            )),
-        }
-    }
-}
-
-impl From<ZeroStage> for i64 {
-    fn from(s: ZeroStage) -> i64 {
-        s as i64
-    }
-}
-
-/// The c10d backend: NCCL between GPUs, Gloo on CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    #[default]
-    Auto,
-    Nccl,
-    Gloo,
-}
-
-fn d_timeout() -> Positive {
-    Positive(600.0)
-}
 fn d_dtype() -> DType {
     DType::Bf16
 }
