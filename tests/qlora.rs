@@ -13,7 +13,9 @@
 //! base, instead of cast to bf16 first as peft's bnb `Linear4bit` does: the first step's loss off
 //! by 6.9e-6 and grad norm by 1.3e-3, grad norms up to 2.2e-3 later (fails).
 mod common;
-use common::{first_rows, golden, metric, python, root, run_ok, sample_file, tmp, tokenizer_dir};
+use common::{
+    config, first_rows, golden, make_signal_model, metric, python, root, run_ok, tmp, tokenizer_dir,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,64 +36,21 @@ const GRAD_NORM_TOL: f64 = 1.5e-3;
 /// Eval loss of the trained adapter, ours against peft over bnb's base: measured 1.1e-8.
 const EVAL_TOL: f64 = 1e-7;
 
-/// train_reference.py's signal model at hidden 64, made once per test process.
+/// train_reference.py's signal model at hidden 64 / MLP 128 (see its `signal_model` on why 64),
+/// made once per test process.
 fn signal_model() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tmp("qlora-signal").join("model");
-        let mut c = Command::new(python("qlora signal model"));
-        c.arg(root().join("tests/reference/train_reference.py"))
-            .arg("signal")
-            .args([&tokenizer_dir(), &sample_file()])
-            .args([Path::new("40"), &dir, Path::new("64"), Path::new("128")]);
-        run_ok(c);
-        dir
-    })
+    DIR.get_or_init(|| make_signal_model("qlora-signal", &["64", "128"]))
 }
 
-fn config(dir: &Path, model: &Path, adapter: &Path) -> PathBuf {
-    let text = format!(
-        r#"[model]
-path = "{model}"
-dtype = "bf16"
-device = "cpu"
-quantization = "nf4"
-[data]
-train_file = "{train}"
-tokenizer = "{tok}"
-template = "reference"
-max_length = 256
-[train]
-method = "lora"
-output_dir = "{out}"
-max_steps = 5
-batch_size = 2
-grad_accum = 2
-lr = 1e-3
-logging_steps = 1
-eval_steps = 1000
-save_steps = 1000
-shuffle = false
-predictions = 0
-seed = 42
-[lora]
-r = 8
-alpha = 32
-dropout = 0.0
-targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-adapter = "{adapter}"
-[swanlab]
-mode = "disabled"
-"#,
-        model = model.display(),
-        train = dir.join("train.jsonl").display(),
-        tok = tokenizer_dir().display(),
-        out = dir.join("run").display(),
-        adapter = adapter.display(),
-    );
-    let p = dir.join("run.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+/// tests/common's config (the Trainer parity's steps and LoRA shape) in bf16 on an NF4 base,
+/// starting from `adapter`.
+fn qlora_sets(adapter: &Path) -> Vec<String> {
+    vec![
+        "model.dtype=bf16".to_string(),
+        "model.quantization=nf4".to_string(),
+        format!("lora.adapter={}", adapter.display()),
+    ]
 }
 
 fn last_json(text: &str) -> Value {
@@ -143,9 +102,12 @@ fn qlora_matches_trainer_peft_bitsandbytes() {
     let reference: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ref/losses.json")).unwrap())
             .unwrap();
-    let cfg = config(&dir, model, &dir.join("ref/init_adapter"));
+    let cfg = config(&dir, model.to_str().unwrap(), &tokenizer_dir(), "lora", "");
     let mut c = bin();
     c.args(["train", "--config", cfg.to_str().unwrap()]);
+    for set in qlora_sets(&dir.join("ref/init_adapter")) {
+        c.args(["--set", &set]);
+    }
     run_ok(c);
     let run = dir.join("run");
     let (losses, norms) = (metric(&run, "train/loss"), metric(&run, "train/grad_norm"));

@@ -3,7 +3,10 @@
 //! and saved models that transformers and peft load with the same logits. The trainer's pieces in
 //! process: tests/train_steps.rs.
 mod common;
-use common::{first_rows, metric, python, rel_diff, root, run_ok, sample_file, tmp, tokenizer_dir};
+use common::{
+    config, first_rows, make_signal_model, metric, python, rel_diff, root, run_ok, tmp,
+    tokenizer_dir,
+};
 use qwen3_sft::model::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -13,48 +16,6 @@ use tch::{Device, Kind, Tensor};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_qwen3-sft"))
-}
-
-/// A small config for the CLI: sequential order, no SwanLab, every step logged.
-fn config(dir: &Path, model: &str, tok: &Path, method: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"[model]
-path = "{model}"
-dtype = "fp32"
-device = "cpu"
-[data]
-train_file = "{train}"
-tokenizer = "{tok}"
-template = "reference"
-max_length = 256
-[train]
-method = "{method}"
-output_dir = "{out}"
-max_steps = 5
-batch_size = 2
-grad_accum = 2
-lr = 1e-3
-logging_steps = 1
-eval_steps = 1000
-save_steps = 1000
-shuffle = false
-predictions = 0
-seed = 42
-[lora]
-r = 8
-alpha = 32
-dropout = 0.0
-targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-[swanlab]
-mode = "disabled"
-{extra}"#,
-        train = dir.join("train.jsonl").display(),
-        tok = tok.display(),
-        out = dir.join("run").display(),
-    );
-    let p = dir.join("run.toml");
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// Relative, about ten times the worst measured on the signal model (full and LoRA, 5 steps):
@@ -78,21 +39,6 @@ fn signal_model() -> &'static PathBuf {
 fn wide_signal_model() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| make_signal_model("signal-wide", &["64", "128"]))
-}
-
-fn make_signal_model(name: &str, dims: &[&str]) -> PathBuf {
-    let dir = tmp(name).join("model");
-    let mut c = Command::new(python("signal model"));
-    c.arg(root().join("tests/reference/train_reference.py"))
-        .arg("signal")
-        .args([&tokenizer_dir(), &sample_file()])
-        .arg("40")
-        .arg(&dir)
-        .args(dims);
-    let made = run_ok(c);
-    let summary = made.lines().rfind(|l| l.starts_with('{'));
-    println!("{name} model: {}", summary.unwrap_or_default());
-    dir
 }
 
 /// How close the Trainer's `optim` and ours follow each other (relative, loss and grad norm).

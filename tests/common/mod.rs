@@ -143,3 +143,62 @@ pub fn run_ok(mut c: std::process::Command) -> String {
     assert!(out.status.success(), "command failed:\n{text}");
     text
 }
+
+/// A small config for the CLI: sequential order, no SwanLab, every step logged.
+pub fn config(dir: &Path, model: &str, tok: &Path, method: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[model]
+path = "{model}"
+dtype = "fp32"
+device = "cpu"
+[data]
+train_file = "{train}"
+tokenizer = "{tok}"
+template = "reference"
+max_length = 256
+[train]
+method = "{method}"
+output_dir = "{out}"
+max_steps = 5
+batch_size = 2
+grad_accum = 2
+lr = 1e-3
+logging_steps = 1
+eval_steps = 1000
+save_steps = 1000
+shuffle = false
+predictions = 0
+seed = 42
+[lora]
+r = 8
+alpha = 32
+dropout = 0.0
+targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+[swanlab]
+mode = "disabled"
+{extra}"#,
+        train = dir.join("train.jsonl").display(),
+        tok = tok.display(),
+        out = dir.join("run").display(),
+    );
+    let p = dir.join("run.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// train_reference.py's `signal` model (tiny Qwen3 with Qwen3's vocabulary, pretrained on sample
+/// rows 40.. so that its logits carry signal), `dims` its hidden and MLP widths (default 32, 64).
+pub fn make_signal_model(name: &str, dims: &[&str]) -> PathBuf {
+    let dir = tmp(name).join("model");
+    let mut c = std::process::Command::new(python("signal model"));
+    c.arg(root().join("tests/reference/train_reference.py"))
+        .arg("signal")
+        .args([&tokenizer_dir(), &sample_file()])
+        .arg("40")
+        .arg(&dir)
+        .args(dims);
+    let made = run_ok(c);
+    let summary = made.lines().rfind(|l| l.starts_with('{'));
+    println!("{name} model: {}", summary.unwrap_or_default());
+    dir
+}
