@@ -4,6 +4,7 @@
 //! `lora_B` `[out, r]` next to its frozen `weight`. As in peft with `autocast_adapter_dtype`, the
 //! adapter lives in fp32 whatever the base dtype, the branch is computed in fp32 and the sum is cast
 //! back to the base dtype.
+use super::dropout;
 use super::gemv::linear;
 use super::nf4::{self, Nf4Weight};
 use tch::{nn, Kind, Tensor};
@@ -142,11 +143,13 @@ impl Linear {
         let Some(l) = &self.lora else {
             return base;
         };
-        let xf = x.to_kind(l.a.kind()).dropout(l.dropout, train);
-        let delta = xf
+        // dropout's 1 / (1 - p) is applied with `scaling`, to the branch's output (on CPU: see
+        // `dropout`; the same product up to fp32 rounding)
+        let (xd, keep_scale) = dropout::unscaled(&x.to_kind(l.a.kind()), l.dropout, train);
+        let delta = xd
             .linear::<&Tensor>(&l.a, None)
             .linear::<&Tensor>(&l.b, None)
-            * l.scaling;
+            * (l.scaling * keep_scale);
         match self.weight {
             // peft's bnb `Linear4bit`: the fp32 branch is cast to the result's dtype, then added
             Weight::Nf4(_) => base + delta.to_kind(self.kind),

@@ -3,6 +3,7 @@ pub mod bf16;
 pub mod blockwise;
 pub mod cache;
 pub mod config;
+pub mod dropout;
 pub mod gemv;
 pub mod lora;
 pub mod nf4;

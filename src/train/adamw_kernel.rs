@@ -32,15 +32,7 @@ pub struct Hyper {
     pub key: u32,
 }
 
-/// Chris Wellons' `lowbias32`: a 32-bit integer hash with good avalanche, cheap to vectorise.
-#[inline(always)]
-pub fn hash32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^ (x >> 16)
-}
+pub use crate::model::dropout::hash32;
 
 /// The random bits of element `index`: the low 16 for the first moment, the high 16 for the second.
 #[inline(always)]

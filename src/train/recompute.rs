@@ -12,6 +12,7 @@
 //! `(seed, layer)` before it runs: recomputation is exact and a resumed run replays the same masks.
 use super::dist::zero::Ready;
 use super::loss;
+use crate::model::dropout;
 use crate::model::qwen3::{Mask, Qwen3};
 use tch::Tensor;
 
@@ -26,8 +27,12 @@ enum Segment {
     Recompute { layer: usize, input: Tensor },
 }
 
-fn layer_seed(seed: i64, layer: usize) -> i64 {
-    seed.wrapping_mul(1_000_003).wrapping_add(layer as i64)
+/// Reseeds libtorch's generator (GPU dropout) and the CPU mask stream (`model::dropout`) for
+/// `layer`, so that its forward and its recomputation draw the same masks.
+fn seed_layer(seed: i64, layer: usize) {
+    let s = seed.wrapping_mul(1_000_003).wrapping_add(layer as i64);
+    tch::manual_seed(s);
+    dropout::reseed(s);
 }
 
 /// Which layers to recompute when `n` of `total` are: the first `n` (their inputs are stored in
@@ -66,7 +71,7 @@ pub fn forward_backward(
     while i < net.layers.len() {
         if recompute[i] {
             let input = h.detach();
-            tch::manual_seed(layer_seed(seed, i));
+            seed_layer(seed, i);
             h = tch::no_grad(|| net.layers[i].forward(&input, &rope, &mask, None, true));
             segments.push(Segment::Recompute { layer: i, input });
             i += 1;
@@ -75,7 +80,7 @@ pub fn forward_backward(
             let input = h.detach().set_requires_grad(true);
             let mut out = input.shallow_clone();
             while i < net.layers.len() && !recompute[i] {
-                tch::manual_seed(layer_seed(seed, i));
+                seed_layer(seed, i);
                 out = net.layers[i].forward(&out, &rope, &mask, None, true);
                 i += 1;
             }
@@ -110,7 +115,7 @@ pub fn forward_backward(
             }
             Segment::Recompute { layer, input } => {
                 let leaf = input.set_requires_grad(true);
-                tch::manual_seed(layer_seed(seed, layer));
+                seed_layer(seed, layer);
                 let out = net.layers[layer].forward(&leaf, &rope, &mask, None, true);
                 (out * &g).sum(g.kind()).backward();
                 ready(Ready::layer(layer));
