@@ -148,7 +148,8 @@ impl Linear {
         let (xd, keep_scale) = dropout::unscaled(&x.to_kind(l.a.kind()), l.dropout, train);
         // `h @ B^T` with `B^T` made contiguous (r x out, a few KB): autograd then forms lora_B's
         // gradient as `h^T (r, T) @ grad (T, out)`. With the transposed view (`linear`) it takes
-        // `grad^T (out, T) @ h (T, r)`, the same product that MKL runs 4-10x slower at r 8.
+        // `grad^T (out, T) @ h (T, r)`: the same product, which MKL runs several times slower at r 8
+        // (the projection's whole backward at 1024 tokens: 15.8 -> 7.5 ms at out 3072).
         let delta = xd
             .linear::<&Tensor>(&l.a, None)
             .matmul(&l.b.tr().contiguous())
